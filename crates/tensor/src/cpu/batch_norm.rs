@@ -1,0 +1,198 @@
+//! Batch normalisation on the CPU over `[N, C, L]` views of the input (`L = H·W` for images,
+//! 1 for `[N, C]`), with per-channel statistics in f64.
+//!
+//! Forward (training) reads the input twice: once for the statistics (sums shifted by the
+//! channel's first element, so that E[x²] - E[x]² does not cancel), once to write the output.
+//! Backward also reads twice: once for `Σ dy` and `Σ dy·(x - mean)`, once to write `dx`.
+//! Statistics are computed per channel (in parallel over channels), outputs per image (in
+//! parallel over image ranges).
+
+use super::elementwise::{sums_dy_dyx, sums_shifted};
+use super::{for_each_range, new_vec_with, split_even, threads, CpuFloat, PAR_GRAIN};
+use crate::backend::{BatchNormGrads, BatchNormOutput};
+use crate::error::Result;
+use crate::Tensor;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// `(n, c, l)`: images, channels, elements per channel per image.
+type Layout = (usize, usize, usize);
+
+fn parallel(len: usize) -> bool {
+    len >= 2 * PAR_GRAIN && threads() > 1
+}
+
+/// `f(ch)` for every channel, in parallel for large inputs; results in channel order.
+fn per_channel<R: Send>(lay: Layout, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    let (n, c, l) = lay;
+    if parallel(n * c * l) {
+        (0..c).into_par_iter().map(f).collect()
+    } else {
+        (0..c).map(f).collect()
+    }
+}
+
+/// A new `[N, C, L]` tensor whose channel `ch` of image `img` is written by
+/// `f(ch, img, out)`, which must initialise all of `out`.
+fn per_plane<T: CpuFloat>(
+    lay: Layout,
+    like: &Tensor,
+    f: impl Fn(usize, usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Result<Tensor> {
+    let (n, c, l) = lay;
+    let parts = if parallel(n * c * l) { threads() } else { 1 };
+    let ranges = split_even(n, parts);
+    // SAFETY: every plane of every image range is handed to `f`, which initialises it.
+    let out = unsafe {
+        new_vec_with(n * c * l, |out| {
+            for_each_range(out, c * l, &ranges, |imgs, part| {
+                for (img, image) in imgs.zip(part.chunks_exact_mut(c * l)) {
+                    for (ch, plane) in image.chunks_exact_mut(l).enumerate() {
+                        f(ch, img, plane);
+                    }
+                }
+            });
+        })
+    };
+    Tensor::from_vec(out, like.shape().clone())
+}
+
+/// The `l` elements of channel `ch` of image `img`.
+fn plane<T>(x: &[T], lay: Layout, img: usize, ch: usize) -> &[T] {
+    let (_, c, l) = lay;
+    &x[(img * c + ch) * l..][..l]
+}
+
+/// Per-channel `[C]` tensor from f64 values.
+fn channel_tensor<T: CpuFloat>(v: impl Iterator<Item = f64>) -> Result<Tensor> {
+    let v: Vec<T> = v.map(T::from_f64_lossy).collect();
+    let c = v.len();
+    Tensor::from_vec(v, [c])
+}
+
+/// Training-mode forward: batch mean and biased variance per channel, then
+/// `y = (x - mean) · invstd · gamma + beta`.
+pub(super) fn forward_train<T: CpuFloat>(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    lay: Layout,
+    eps: f64,
+) -> Result<BatchNormOutput> {
+    let (xs, gs, bs) = (x.as_slice::<T>()?, gamma.as_slice::<T>()?, beta.as_slice::<T>()?);
+    let (n, _, l) = lay;
+    let count = (n * l) as f64;
+    let stats = per_channel(lay, |ch| {
+        let pivot = xs[ch * l].as_f64();
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for img in 0..n {
+            let (a, b) = sums_shifted(plane(xs, lay, img, ch), pivot);
+            s1 += a;
+            s2 += b;
+        }
+        let shift = s1 / count;
+        let var = (s2 / count - shift * shift).max(0.0);
+        (pivot + shift, var, 1.0 / (var + eps).sqrt())
+    });
+
+    let coef: Vec<(T, T, T)> = stats
+        .iter()
+        .zip(gs.iter().zip(bs))
+        .map(|(&(mean, _, invstd), (g, &b))| {
+            (T::from_f64_lossy(mean), T::from_f64_lossy(invstd * g.as_f64()), b)
+        })
+        .collect();
+    let y = per_plane(lay, x, |ch, img, out| {
+        let (mean, scale, shift) = coef[ch];
+        for (o, &v) in out.iter_mut().zip(plane(xs, lay, img, ch)) {
+            o.write((v - mean) * scale + shift);
+        }
+    })?;
+
+    Ok(BatchNormOutput {
+        y,
+        mean: channel_tensor::<T>(stats.iter().map(|s| s.0))?,
+        var: channel_tensor::<T>(stats.iter().map(|s| s.1))?,
+        invstd: channel_tensor::<T>(stats.iter().map(|s| s.2))?,
+    })
+}
+
+/// Evaluation-mode forward: `y = (x - mean) / sqrt(var + eps) · gamma + beta` with the given
+/// statistics.
+pub(super) fn forward_eval<T: CpuFloat>(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    lay: Layout,
+    eps: f64,
+) -> Result<Tensor> {
+    let xs = x.as_slice::<T>()?;
+    let (gs, bs) = (gamma.as_slice::<T>()?, beta.as_slice::<T>()?);
+    let (ms, vs) = (mean.as_slice::<T>()?, var.as_slice::<T>()?);
+    let coef: Vec<(T, T, T)> = (0..lay.1)
+        .map(|ch| {
+            let scale = gs[ch].as_f64() / (vs[ch].as_f64() + eps).sqrt();
+            (ms[ch], T::from_f64_lossy(scale), bs[ch])
+        })
+        .collect();
+    per_plane(lay, x, |ch, img, out| {
+        let (mean, scale, shift) = coef[ch];
+        for (o, &v) in out.iter_mut().zip(plane(xs, lay, img, ch)) {
+            o.write((v - mean) * scale + shift);
+        }
+    })
+}
+
+/// Backward of training-mode batch norm, from the saved input, mean and invstd:
+/// `dbeta = Σ dy`, `dgamma = invstd · Σ dy·(x - mean)`, and
+/// `dx = gamma·invstd · (dy - dbeta/count - x̂ · dgamma/count)` with `x̂ = (x - mean)·invstd`.
+pub(super) fn backward<T: CpuFloat>(
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    invstd: &Tensor,
+    lay: Layout,
+) -> Result<BatchNormGrads> {
+    let (dys, xs) = (dy.as_slice::<T>()?, x.as_slice::<T>()?);
+    let (gs, ms, is) = (gamma.as_slice::<T>()?, mean.as_slice::<T>()?, invstd.as_slice::<T>()?);
+    let (n, _, l) = lay;
+    let count = (n * l) as f64;
+    let sums = per_channel(lay, |ch| {
+        let (mut s_dy, mut s_dyx) = (0.0, 0.0);
+        for img in 0..n {
+            let (a, b) = sums_dy_dyx(plane(dys, lay, img, ch), plane(xs, lay, img, ch), ms[ch].as_f64());
+            s_dy += a;
+            s_dyx += b;
+        }
+        (s_dy, s_dyx * is[ch].as_f64())
+    });
+
+    // dx = a·dy + b·(x - mean) + d per channel.
+    let coef: Vec<(T, T, T, T)> = sums
+        .iter()
+        .enumerate()
+        .map(|(ch, &(dbeta, dgamma))| {
+            let (g, inv) = (gs[ch].as_f64(), is[ch].as_f64());
+            let a = g * inv;
+            let b = -a * inv * dgamma / count;
+            let d = -a * dbeta / count;
+            (ms[ch], T::from_f64_lossy(a), T::from_f64_lossy(b), T::from_f64_lossy(d))
+        })
+        .collect();
+    let dx = per_plane(lay, x, |ch, img, out| {
+        let (mean, a, b, d) = coef[ch];
+        let src = plane(dys, lay, img, ch).iter().zip(plane(xs, lay, img, ch));
+        for (o, (&g, &v)) in out.iter_mut().zip(src) {
+            o.write(a * g + b * (v - mean) + d);
+        }
+    })?;
+
+    Ok(BatchNormGrads {
+        dx,
+        dgamma: channel_tensor::<T>(sums.iter().map(|s| s.1))?,
+        dbeta: channel_tensor::<T>(sums.iter().map(|s| s.0))?,
+    })
+}

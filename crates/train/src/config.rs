@@ -1,0 +1,304 @@
+//! Experiment configs: TOML files under `configs/`, with `--set key=value` overrides applied to
+//! the parsed TOML tree before it is checked against the schema (unknown keys are errors).
+
+use crate::error::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A whole experiment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Run name; the run directory is `<log.dir>/<name>`.
+    pub name: String,
+    /// Seed of initialisation, shuffling and augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    /// Passes over the training set.
+    pub epochs: u64,
+    /// Compute threads per worker; 0 means the node's cores divided by its workers.
+    #[serde(default)]
+    pub threads: usize,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Which network to build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Builder name: `cifar_resnet` or `mlp`.
+    pub kind: String,
+    /// Depth (6n+2 for `cifar_resnet`; hidden blocks for `mlp`).
+    pub depth: usize,
+    /// Hidden width of `mlp`.
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// Batch norm after each hidden dense layer of `mlp`.
+    #[serde(default = "yes")]
+    pub batch_norm: bool,
+    /// Start each residual branch's last batch norm at zero scale.
+    #[serde(default)]
+    pub zero_init_residual: bool,
+}
+
+/// Dataset, batching and augmentation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `fashion-mnist`, `mnist`, `cifar10` or `synthetic`.
+    pub dataset: String,
+    /// Directory of the dataset files (relative to the working directory).
+    #[serde(default)]
+    pub dir: String,
+    /// Samples per worker per step; the global batch is this times the world size.
+    pub batch_size: usize,
+    /// Samples per evaluation step.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Zero padding of the random crop (0 disables cropping).
+    #[serde(default)]
+    pub crop_padding: usize,
+    /// Random horizontal flips.
+    #[serde(default)]
+    pub hflip: bool,
+    /// Train on the first `train_limit` samples only (0: all).
+    #[serde(default)]
+    pub train_limit: usize,
+    /// Evaluate on the first `test_limit` samples only (0: all).
+    #[serde(default)]
+    pub test_limit: usize,
+    /// Background threads that decode and augment batches.
+    #[serde(default = "one")]
+    pub loader_threads: usize,
+    /// Synthetic data only: the sample shape `[C, H, W]`, sample count and classes.
+    #[serde(default)]
+    pub synthetic_shape: Option<[usize; 3]>,
+    #[serde(default)]
+    pub synthetic_len: Option<usize>,
+}
+
+/// Optimizer hyper-parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// `sgd`.
+    pub kind: String,
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+}
+
+/// Learning-rate schedule: linear warmup, then `constant`, `cosine` (to zero at the last step)
+/// or `multistep` (times `gamma` at each epoch in `milestones`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default = "default_schedule")]
+    pub kind: String,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default)]
+    pub milestones: Vec<u64>,
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            kind: default_schedule(),
+            warmup_steps: 0,
+            milestones: Vec::new(),
+            gamma: default_gamma(),
+        }
+    }
+}
+
+/// Logging and the run directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Write a metrics line every `every` steps.
+    #[serde(default = "default_every")]
+    pub every: u64,
+    /// Parent of run directories.
+    #[serde(default = "default_dir")]
+    pub dir: String,
+    /// Stop after this many steps (0: run all epochs); for tests and quick looks.
+    #[serde(default)]
+    pub max_steps: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { every: default_every(), dir: default_dir(), max_steps: 0 }
+    }
+}
+
+fn default_eval_batch() -> usize {
+    500
+}
+fn default_width() -> usize {
+    256
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn default_schedule() -> String {
+    "constant".into()
+}
+fn default_gamma() -> f64 {
+    0.1
+}
+fn default_every() -> u64 {
+    20
+}
+fn default_dir() -> String {
+    "runs".into()
+}
+
+impl Config {
+    /// Read `path`, apply `overrides` (`key.path=value`, the value parsed as TOML, else taken as
+    /// a string), and check the result.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the file and the problem; [`TrainError::Override`] naming
+    /// the key path of a bad override.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+            path: shown.clone(),
+            detail: format!("cannot read it ({e}); configs live under configs/"),
+        })?;
+        Config::parse(&text, &shown, overrides)
+    }
+
+    /// Parse TOML `text` (named `origin` in errors) with overrides.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Config> {
+        let mut tree: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            TrainError::Config { path: origin.into(), detail: e.to_string() }
+        })?;
+        for item in overrides {
+            apply_override(&mut tree, item)?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| TrainError::Config {
+                path: origin.into(),
+                detail: format!("at `{}`: {}", e.path(), e.inner().message()),
+            },
+        )?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |detail: String| Err(TrainError::Config { path: origin.into(), detail });
+        if self.data.batch_size == 0 {
+            return bad("data.batch_size must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr >= 0.0) {
+            return bad(format!("optimizer.lr = {} is not a learning rate", self.optimizer.lr));
+        }
+        if self.optimizer.kind != "sgd" {
+            return bad(format!("optimizer.kind = {:?}: known optimizers: sgd", self.optimizer.kind));
+        }
+        if !["constant", "cosine", "multistep"].contains(&self.schedule.kind.as_str()) {
+            return bad(format!(
+                "schedule.kind = {:?}: known schedules: constant, cosine, multistep",
+                self.schedule.kind
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, as written into the run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# not serialisable: {e}\n"))
+    }
+}
+
+/// Set `key.path = value` in `tree`; every table on the path must already exist or be created.
+fn apply_override(tree: &mut toml::Table, item: &str) -> Result<()> {
+    let Some((key, raw)) = item.split_once('=') else {
+        return Err(TrainError::Override {
+            key: item.into(),
+            detail: "expected key=value, such as --set optimizer.lr=0.05".into(),
+        });
+    };
+    let key = key.trim();
+    let value = parse_value(raw.trim());
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut table = tree;
+    for part in parts {
+        let entry = table.entry(part).or_insert_with(|| toml::Value::Table(Default::default()));
+        table = entry.as_table_mut().ok_or_else(|| TrainError::Override {
+            key: key.into(),
+            detail: format!("`{part}` is a value, not a table"),
+        })?;
+    }
+    if last.is_empty() {
+        return Err(TrainError::Override { key: key.into(), detail: "empty key".into() });
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        name = "t"
+        epochs = 1
+        [model]
+        kind = "cifar_resnet"
+        depth = 20
+        [data]
+        dataset = "synthetic"
+        batch_size = 4
+        [optimizer]
+        kind = "sgd"
+        lr = 0.1
+    "#;
+
+    #[test]
+    fn overrides_set_nested_values_with_types() {
+        let sets = ["optimizer.lr=0.05".to_string(), "data.dir=some/where".into()];
+        let cfg = Config::parse(BASE, "base", &sets).unwrap();
+        assert_eq!(cfg.optimizer.lr, 0.05);
+        assert_eq!(cfg.data.dir, "some/where");
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_are_errors_naming_the_key() {
+        let err = Config::parse(BASE, "base", &["optimizer.lrr=0.05".into()]).unwrap_err();
+        assert!(err.to_string().contains("optimizer.lrr"), "{err}");
+        let err = Config::parse(BASE, "base", &["epochs=\"two\"".into()]).unwrap_err();
+        assert!(err.to_string().contains("at `epochs`"), "{err}");
+    }
+}

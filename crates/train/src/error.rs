@@ -1,0 +1,37 @@
+//! The trainer's error type: each variant says what went wrong and what to do about it.
+
+/// Errors of configuration, training and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Tensor(#[from] strata_tensor::TensorError),
+    #[error(transparent)]
+    Autodiff(#[from] strata_autodiff::AutodiffError),
+    #[error(transparent)]
+    Nn(#[from] strata_nn::NnError),
+    #[error(transparent)]
+    Data(#[from] strata_data::DataError),
+    #[error(transparent)]
+    Comm(#[from] strata_comm::CommError),
+    /// A config file that cannot be read or parsed, or a value out of range.
+    #[error("config {path}: {detail}")]
+    Config { path: String, detail: String },
+    /// A `--set key=value` override that does not fit the config.
+    #[error("--set {key}: {detail}")]
+    Override { key: String, detail: String },
+    /// A file of the run directory that could not be written.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The loss became NaN or infinite.
+    #[error("the loss is {loss} at step {step}; lower the learning rate or check the data")]
+    Diverged { step: u64, loss: f64 },
+}
+
+/// Result alias of the trainer.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// Attach a path to an I/O error.
+pub fn io_err(path: impl AsRef<std::path::Path>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.as_ref().display().to_string();
+    move |source| TrainError::Io { path, source }
+}
