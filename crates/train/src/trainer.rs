@@ -10,9 +10,10 @@ use crate::optim::{Schedule, Sgd};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use strata_autodiff::{ops, Tape, Var};
+use strata_autodiff::{ops, Param, Tape, Var};
 use strata_comm::{Communicator, ReduceOp};
 use strata_data::{Augment, AugmentSeed, Dataset, DistributedSampler, Loader, LoaderConfig};
 use strata_nn::{named_buffers, named_parameters, parameter_count, Ctx, Module};
@@ -105,19 +106,9 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
             let batch = batch?;
             let lr = schedule.lr(step);
             let n = batch.labels.len();
-            let x = Var::constant(Tensor::from_vec(batch.images, batch.shape)?);
-            let tape = Tape::new();
-            let cx = Ctx::train(tape.clone());
-            let logits = model.forward(&x, &cx)?;
-            let loss = ops::softmax_cross_entropy(&logits, &batch.labels)?;
-            let loss_value = loss.value().to_scalar()?;
-            let correct = count_correct(logits.value(), &batch.labels)?;
-            drop(logits);
-            opt.zero_grad();
-            tape.backward(&loss)?;
-            drop((loss, tape));
-            ddp::all_reduce_gradients(comm, &params)?;
-            opt.step(lr)?;
+            let x = Tensor::from_vec(batch.images, batch.shape)?;
+            let (loss_value, correct) =
+                train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, lr)?;
 
             step += 1;
             epoch_images += n * world;
@@ -173,6 +164,31 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
         );
     }
     Ok(summary)
+}
+
+/// One optimizer step on this worker's batch `x`: forward, backward, gradients averaged over
+/// the world, SGD update at `lr`. Returns the local loss and the number of correct predictions.
+pub fn train_step(
+    model: &dyn Module,
+    params: &[Rc<Param>],
+    opt: &mut Sgd,
+    comm: &mut dyn Communicator,
+    x: Tensor,
+    labels: &[u32],
+    lr: f64,
+) -> Result<(f64, usize)> {
+    let tape = Tape::new();
+    let logits = model.forward(&Var::constant(x), &Ctx::train(tape.clone()))?;
+    let loss = ops::softmax_cross_entropy(&logits, labels)?;
+    let loss_value = loss.value().to_scalar()?;
+    let correct = count_correct(logits.value(), labels)?;
+    drop(logits);
+    opt.zero_grad();
+    tape.backward(&loss)?;
+    drop((loss, tape));
+    ddp::all_reduce_gradients(comm, params)?;
+    opt.step(lr)?;
+    Ok((loss_value, correct))
 }
 
 /// Loss and accuracy accumulated over the steps between two log lines.
