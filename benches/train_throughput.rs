@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use strata::comm::SingleProcess;
 use strata::nn::resnet::{CifarResNet, ResNetOptions};
-use strata::nn::{named_parameters, Module};
+use strata::nn::{named_parameters, Ctx, Module};
 use strata::tensor::Tensor;
 use strata::train::config::OptimizerConfig;
 use strata::train::optim::Sgd;
@@ -63,15 +63,17 @@ fn main() {
     for &depth in &a.depths {
         let opts = ResNetOptions { in_channels: a.in_ch, ..ResNetOptions::default() };
         let model = CifarResNet::new(depth, &opts).expect("valid depth");
-        let params: Vec<_> = named_parameters(&model).into_iter().map(|(_, p)| p).collect();
+        let named = named_parameters(&model);
+        let params: Vec<_> = named.iter().map(|(_, p)| p.clone()).collect();
         let cfg = OptimizerConfig {
             kind: "sgd".into(),
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 1e-4,
             nesterov: false,
+            reference_batch: 0,
         };
-        let mut opt = Sgd::new(params.clone(), cfg);
+        let mut opt = Sgd::new(named, cfg);
         let mut comm = SingleProcess;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let n = a.batch * a.in_ch * a.size * a.size;
@@ -79,7 +81,7 @@ fn main() {
         let x = Tensor::from_vec(x, [a.batch, a.in_ch, a.size, a.size]).expect("shape");
         let labels: Vec<u32> = (0..a.batch).map(|_| rng.gen_range(0..10)).collect();
         let mut step = || {
-            train_step(&model, &params, &mut opt, &mut comm, x.clone(), &labels, 0.1)
+            train_step(&model, &params, &mut opt, &mut comm, x.clone(), &labels, 0.1, &Ctx::default())
                 .expect("training step");
         };
 

@@ -39,6 +39,8 @@ fn two_workers_train_resnet20_on_fashion_mnist_and_the_loss_falls() {
 
     let run = dir.join("resnet20-fashion");
     assert!(run.join("config.toml").is_file(), "resolved config missing");
+    let svg = std::fs::read_to_string(run.join("metrics.svg")).expect("the run's plot");
+    assert!(svg.starts_with("<svg") && svg.contains("test accuracy"), "not the metrics plot");
     let records = metrics(&run);
     let losses: Vec<f64> = records
         .iter()

@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Compute threads per worker (default: cores on this node / workers on this node).
     #[arg(long, env = "STRATA_THREADS")]
     pub threads: Option<usize>,
+    /// Continue from the run's newest checkpoint (same as --set checkpoint.resume=latest).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -60,7 +63,10 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn supervise(args: RunArgs) -> Result<ExitCode, String> {
+async fn supervise(mut args: RunArgs) -> Result<ExitCode, String> {
+    if args.resume {
+        args.job.overrides.push("checkpoint.resume=latest".into());
+    }
     // Check the config here, so a typo fails once, before any worker starts.
     strata::train::Config::load(&args.job.config, &args.job.overrides).map_err(|e| e.to_string())?;
     let n = args.nproc_per_node;

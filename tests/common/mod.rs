@@ -54,7 +54,8 @@ pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
 
 /// A fresh temporary directory under the target directory.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = repo().join("target").join("test-runs").join(format!("{name}-{}", std::process::id()));
+    let dir =
+        repo().join("target").join("test-runs").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir

@@ -145,7 +145,8 @@ fn measure(comm: &mut dyn Communicator, mode: &str) -> Result<(), String> {
             let algbw = bytes as f64 / seconds[0] / 1e9;
             let busbw = algbw * 2.0 * (world - 1) as f64 / world as f64;
             println!(
-                "{{\"op\":\"all_reduce\",\"backend\":\"tcp_ring\",\"dtype\":\"f32\",\"reduce\":\"mean\",\"mode\":\"{mode}\",\
+                "{{\"op\":\"all_reduce\",\"backend\":\"tcp_ring\",\"dtype\":\"f32\",\
+                 \"reduce\":\"mean\",\"mode\":\"{mode}\",\
                  \"world_size\":{world},\"bytes\":{bytes},\"iters\":{iters},\
                  \"time_ms\":{:.3},\"algbw_gbps\":{algbw:.3},\"busbw_gbps\":{busbw:.3},\
                  \"memcpy_gbps\":{memcpy:.3}}}",

@@ -1,14 +1,27 @@
 //! strata-comm: the rendezvous store and the collectives that data-parallel workers use to
 //! average gradients, on plain slices.
 //!
-//! - [`StoreServer`] / [`StoreClient`]: a TCP key-value store (set, get with wait, add, delete)
-//!   hosted by the node-0 launcher, where workers meet.
+//! - [`StoreServer`] / [`StoreClient`]: a TCP key-value store (set, get with wait, add, delete,
+//!   check) hosted by the node-0 launcher, where workers meet.
 //! - [`Communicator`]: all-reduce (sum, mean, max), broadcast, all-gather and barrier, with the
 //!   backends [`SingleProcess`] (a world of one) and [`TcpRing`] (CPU workers).
 //! - [`init_from_env`] / [`ProcessGroup`]: join the job `launcher run` started.
 //!
-//! Every collective carries a sequence number and fails with a [`CommError`] naming the peer
-//! that did not answer within the timeout. This crate never logs; errors carry the context.
+//! Decisions callers rely on:
+//!
+//! - Every rank issues the same collectives in the same order. Each collective opens with a
+//!   header (kind, sequence number, length, op or root) that the next rank checks, so a rank out
+//!   of step fails with [`CommError::Mismatch`] instead of reducing garbage.
+//! - A collective fails with [`CommError::Timeout`], naming its sequence number and the peer,
+//!   when that peer makes no progress for the ring's timeout; a peer that exits fails it at
+//!   once with [`CommError::PeerClosed`]. The timeout must exceed the longest work one rank does
+//!   while the others wait in a collective (rank-0 checkpoint writes, say).
+//! - After any error inside a collective the communicator returns [`CommError::Broken`]: the
+//!   worker should abort and let the launcher tear the job down.
+//! - Results are bit-identical on every rank, and across runs for a given world size.
+//! - This crate never logs and never panics on bad input; errors carry the context.
+
+#![warn(missing_docs)]
 
 mod communicator;
 mod env;

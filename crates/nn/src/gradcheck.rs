@@ -14,7 +14,23 @@ use strata_tensor::Tensor;
 /// # Errors
 /// [`NnError::InvalidArgument`] naming the worst element if its error exceeds `tol`.
 pub fn check_module_gradients(module: &dyn Module, x: &Tensor, h: f64, tol: f64) -> Result<f64> {
-    let cx_const = Ctx { tape: None, train: true, update_running_stats: false };
+    check_module_gradients_at(module, x, h, tol, &Ctx::default())
+}
+
+/// [`check_module_gradients`] at the seed, rank, epoch and step of `at` (which key dropout
+/// masks and stochastic-depth decisions), so a check sees one fixed mask or decision.
+///
+/// # Errors
+/// As [`check_module_gradients`].
+pub fn check_module_gradients_at(
+    module: &dyn Module,
+    x: &Tensor,
+    h: f64,
+    tol: f64,
+    at: &Ctx,
+) -> Result<f64> {
+    let cx_const =
+        Ctx { tape: None, train: true, update_running_stats: false, trace: None, ..at.clone() };
     let y0 = module.forward(&Var::constant(x.clone()), &cx_const)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let r: Vec<f64> = (0..y0.value().elem_count()).map(|_| rng.gen_range(-1.0..1.0)).collect();

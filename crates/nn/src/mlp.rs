@@ -1,8 +1,8 @@
-//! A deep multi-layer perceptron: Flatten, then `depth` blocks of Dense(width) [- BN] - ReLU,
-//! then a dense classifier.
+//! A deep multi-layer perceptron: Flatten, then `depth` blocks of Dense(width) [- BN] - ReLU
+//! [- Dropout], then a dense classifier.
 
 use crate::init::{Init, InitRng};
-use crate::layers::{BatchNorm, Flatten, Linear, Relu, Sequential};
+use crate::layers::{BatchNorm, Dropout, Flatten, Linear, Relu, Sequential};
 use crate::{Ctx, Module, NnError, Result};
 use rand::SeedableRng;
 use strata_autodiff::Var;
@@ -16,6 +16,8 @@ pub struct MlpOptions {
     pub depth: usize,
     pub num_classes: usize,
     pub batch_norm: bool,
+    /// Dropout probability after each hidden block's ReLU (0: no dropout layers).
+    pub dropout: f64,
     pub seed: u64,
     pub dtype: DType,
 }
@@ -29,7 +31,8 @@ impl Mlp {
     /// Build the MLP; He-normal hidden layers, Xavier-uniform classifier.
     ///
     /// # Errors
-    /// [`NnError::InvalidArgument`] if a width, the input size or the class count is zero.
+    /// [`NnError::InvalidArgument`] if a width, the input size or the class count is zero, or
+    /// if the dropout probability is not in `[0, 1]`.
     pub fn new(o: &MlpOptions) -> Result<Mlp> {
         if o.width == 0 || o.in_features == 0 || o.num_classes == 0 {
             return Err(NnError::InvalidArgument {
@@ -44,15 +47,32 @@ impl Mlp {
         let mut body = Sequential::new();
         body.push(Flatten);
         let mut fan_in = o.in_features;
-        for _ in 0..o.depth {
-            body.push(Linear::new(fan_in, o.width, !o.batch_norm, Init::HeNormal, o.dtype, &mut rng)?);
+        for block in 0..o.depth {
+            body.push(Linear::new(
+                fan_in,
+                o.width,
+                !o.batch_norm,
+                Init::HeNormal,
+                o.dtype,
+                &mut rng,
+            )?);
             if o.batch_norm {
                 body.push(BatchNorm::new(o.width, o.dtype)?);
             }
             body.push(Relu);
+            if o.dropout > 0.0 {
+                body.push(Dropout::new(o.dropout, block as u64)?);
+            }
             fan_in = o.width;
         }
-        body.push(Linear::new(fan_in, o.num_classes, true, Init::XavierUniform, o.dtype, &mut rng)?);
+        body.push(Linear::new(
+            fan_in,
+            o.num_classes,
+            true,
+            Init::XavierUniform,
+            o.dtype,
+            &mut rng,
+        )?);
         Ok(Mlp { body })
     }
 }
@@ -62,7 +82,7 @@ impl Module for Mlp {
         "Mlp"
     }
     fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
-        self.body.forward(x, cx)
+        cx.call("body", &self.body, x)
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         vec![("body".into(), &self.body)]

@@ -2,6 +2,7 @@
 
 use crate::Result;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use strata_autodiff::{Param, Tape, Var};
 use strata_tensor::Tensor;
@@ -9,28 +10,52 @@ use strata_tensor::Tensor;
 /// A non-trainable state tensor (batch-norm running statistics).
 pub type Buffer = Rc<RefCell<Tensor>>;
 
-/// What a forward pass needs besides its input: the tape (none in evaluation or no-grad mode)
-/// and whether the model is training.
+/// What a forward pass needs besides its input: the tape (none in evaluation or no-grad mode),
+/// whether the model is training, and where in the run this pass is (seed, rank, epoch, step),
+/// which seeds dropout masks and stochastic-depth decisions.
+///
+/// Dropout draws from a stream keyed by `(rng_seed, rank, epoch, step)`, so ranks see different
+/// masks; stochastic depth draws from a stream keyed by `(rng_seed, step)` only, so every rank
+/// drops the same blocks and the global batch sees one network. A checkpointed segment that
+/// re-runs its forward with a clone of the same `Ctx` redraws the same masks and decisions.
 #[derive(Clone, Default)]
 pub struct Ctx {
     /// Where parameters and operations are recorded; `None` records nothing.
     pub tape: Option<Rc<Tape>>,
-    /// Training mode: batch statistics in batch norm, dropout active.
+    /// Training mode: batch statistics in batch norm, dropout and stochastic depth active.
     pub train: bool,
     /// Whether batch norm updates its running statistics (off when a checkpointed segment
     /// re-runs its forward, so no statistic is updated twice).
     pub update_running_stats: bool,
+    /// The run's seed (the config's `seed`).
+    pub rng_seed: u64,
+    /// This worker's rank; dropout masks differ between ranks.
+    pub rank: usize,
+    /// The epoch, counted from 0.
+    pub epoch: u64,
+    /// Training forward passes so far in the run, counted from 0, the same on every rank.
+    pub step: u64,
+    /// When set, [`Ctx::call`] records each child's output shape by its path (model summaries).
+    pub trace: Option<Rc<ShapeTrace>>,
 }
 
 impl Ctx {
-    /// Training mode, recording on `tape`.
+    /// Training mode, recording on `tape`, at seed 0, rank 0, epoch 0, step 0 (set those with
+    /// [`Ctx::with_rng`]).
     pub fn train(tape: Rc<Tape>) -> Ctx {
-        Ctx { tape: Some(tape), train: true, update_running_stats: true }
+        Ctx { tape: Some(tape), train: true, update_running_stats: true, ..Ctx::default() }
     }
 
-    /// Evaluation mode: running statistics, nothing recorded.
+    /// Evaluation mode: running statistics, nothing recorded, no dropout, every residual
+    /// branch kept and scaled by its survival probability.
     pub fn eval() -> Ctx {
-        Ctx { tape: None, train: false, update_running_stats: false }
+        Ctx::default()
+    }
+
+    /// The same context at another point of the run: `seed` and `step` key stochastic depth;
+    /// `seed`, `rank`, `epoch` and `step` key dropout masks.
+    pub fn with_rng(self, seed: u64, rank: usize, epoch: u64, step: u64) -> Ctx {
+        Ctx { rng_seed: seed, rank, epoch, step, ..self }
     }
 
     /// A parameter as a variable: a leaf on the tape, or a constant without one.
@@ -39,6 +64,42 @@ impl Ctx {
             Some(t) => t.param(p),
             None => Var::constant(p.value().clone()),
         }
+    }
+
+    /// Run the child module `m`, named `name` as in its parent's [`Module::children`], on `x`.
+    /// Containers call their children through this, so a [`ShapeTrace`] sees every output.
+    pub fn call(&self, name: &str, m: &dyn Module, x: &Var) -> Result<Var> {
+        let Some(trace) = &self.trace else {
+            return m.forward(x, self);
+        };
+        trace.stack.borrow_mut().push(name.to_string());
+        let y = m.forward(x, self);
+        let path = trace.stack.borrow().join(".");
+        if let Ok(y) = &y {
+            trace.shapes.borrow_mut().insert(path, y.dims().to_vec());
+        }
+        trace.stack.borrow_mut().pop();
+        y
+    }
+}
+
+/// Output shapes of the modules a forward pass ran through [`Ctx::call`], keyed by dotted path
+/// (the paths of [`named_parameters`]).
+#[derive(Default)]
+pub struct ShapeTrace {
+    stack: RefCell<Vec<String>>,
+    shapes: RefCell<HashMap<String, Vec<usize>>>,
+}
+
+impl ShapeTrace {
+    /// An empty trace.
+    pub fn new() -> Rc<ShapeTrace> {
+        Rc::new(ShapeTrace::default())
+    }
+
+    /// The recorded output shape of the module at `path`, if it ran.
+    pub fn shape(&self, path: &str) -> Option<Vec<usize>> {
+        self.shapes.borrow().get(path).cloned()
     }
 }
 

@@ -1,13 +1,20 @@
-//! Finite-difference gradient checks in f64 of every layer and of the residual block, through
-//! the tape (parameters and input), with batch norm in training mode.
+//! Finite-difference gradient checks in f64 of every layer and residual block, through the tape
+//! (parameters and input), with batch norm in training mode; dropout and stochastic depth at
+//! fixed seeds and steps (a kept and a dropped block).
 
 use rand::{Rng, SeedableRng};
-use strata_nn::gradcheck::check_module_gradients;
+use strata_autodiff::Tape;
+use strata_nn::deep_cnn::DeepCnn;
+use strata_nn::gradcheck::{check_module_gradients, check_module_gradients_at};
 use strata_nn::init::{Init, InitRng};
-use strata_nn::layers::{BatchNorm, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Relu};
+use strata_nn::layers::Relu;
+use strata_nn::layers::{BatchNorm, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear, MaxPool2d};
 use strata_nn::mlp::{Mlp, MlpOptions};
-use strata_nn::resnet::{BasicBlock, ResNetOptions};
-use strata_nn::Module;
+use strata_nn::resnet::{
+    BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNetOptions,
+};
+use strata_nn::stochastic_depth::StochasticDepth;
+use strata_nn::{Ctx, Module};
 use strata_tensor::{DType, Pool2dParams, Tensor};
 
 const H: f64 = 1e-6;
@@ -34,7 +41,8 @@ fn rng() -> InitRng {
 #[test]
 fn conv2d_stride_1_and_2() {
     for (stride, pad, k) in [(1, 1, 3), (2, 1, 3), (2, 0, 1), (1, 0, 1)] {
-        let conv = Conv2d::new(2, 3, k, stride, pad, Init::HeNormal, DType::F64, &mut rng()).unwrap();
+        let conv =
+            Conv2d::new(2, 3, k, stride, pad, Init::HeNormal, DType::F64, &mut rng()).unwrap();
         check(&conv, &[2, 2, 5, 4]);
     }
 }
@@ -84,8 +92,97 @@ fn deep_mlp_with_batch_norm() {
         depth: 3,
         num_classes: 3,
         batch_norm: true,
+        dropout: 0.25,
         seed: 2,
         dtype: DType::F64,
     };
+    // Dropout masks at seed 0, step 0: fixed, so finite differences see one function.
     check(&Mlp::new(&opts).unwrap(), &[4, 6]);
+}
+
+fn f64_opts() -> ResNetOptions {
+    ResNetOptions { dtype: DType::F64, ..ResNetOptions::default() }
+}
+
+#[test]
+fn dropout_with_a_fixed_mask() {
+    let at = Ctx::default().with_rng(7, 1, 2, 3);
+    let d = Dropout::new(0.4, 5).unwrap();
+    let x = input(&[3, 4, 5], 5);
+    let mask = d.mask(x.dims(), DType::F64, &Ctx::train(Tape::new()).with_rng(7, 1, 2, 3)).unwrap();
+    let zeros = mask.to_vec::<f64>().unwrap().iter().filter(|v| **v == 0.0).count();
+    assert!(zeros > 0 && zeros < 60, "the mask should drop some but not all of 60: {zeros}");
+    check_module_gradients_at(&d, &x, H, TOL, &at).unwrap();
+}
+
+#[test]
+fn pre_activation_basic_block_with_identity_and_projection_shortcuts() {
+    let identity = PreActBasicBlock::new(3, 3, 1, &f64_opts(), &mut rng()).unwrap();
+    assert!(identity.shortcut.is_none());
+    check(&identity, &[2, 3, 4, 4]);
+    let projection = PreActBasicBlock::new(2, 4, 2, &f64_opts(), &mut rng()).unwrap();
+    assert!(projection.shortcut.is_some());
+    check(&projection, &[2, 2, 5, 5]);
+}
+
+#[test]
+fn bottleneck_blocks_post_and_pre_activation() {
+    // Identity: 8 channels in, width 2, 4 x 2 = 8 out. Projection: 3 in, stride 2, 8 out.
+    let identity = Bottleneck::new(8, 2, 1, &f64_opts(), &mut rng()).unwrap();
+    assert!(identity.shortcut.is_none());
+    check(&identity, &[2, 8, 3, 3]);
+    let projection = Bottleneck::new(3, 2, 2, &f64_opts(), &mut rng()).unwrap();
+    assert!(projection.shortcut.is_some());
+    check(&projection, &[2, 3, 4, 4]);
+    let identity = PreActBottleneck::new(8, 2, 1, &f64_opts(), &mut rng()).unwrap();
+    assert!(identity.shortcut.is_none());
+    check(&identity, &[2, 8, 3, 3]);
+    let projection = PreActBottleneck::new(3, 2, 2, &f64_opts(), &mut rng()).unwrap();
+    assert!(projection.shortcut.is_some());
+    check(&projection, &[2, 3, 4, 4]);
+}
+
+/// The first steps (seed 7) at which block 0 with survival 0.5 is kept and dropped.
+fn kept_and_dropped_steps(sd: StochasticDepth) -> (u64, u64) {
+    let at = |step| Ctx::default().with_rng(7, 0, 0, step);
+    let kept = (0..100).find(|s| sd.keeps(&at(*s))).expect("kept within 100 steps");
+    let dropped = (0..100).find(|s| !sd.keeps(&at(*s))).expect("dropped within 100 steps");
+    (kept, dropped)
+}
+
+#[test]
+fn stochastic_depth_blocks_kept_and_dropped() {
+    let sd = StochasticDepth::new(0.5, 0).unwrap();
+    let (kept, dropped) = kept_and_dropped_steps(sd);
+    let x = input(&[2, 3, 4, 4], 5);
+    let blocks: [Box<dyn Module>; 2] = [
+        Box::new(
+            BasicBlock::new(3, 3, 1, &f64_opts(), &mut rng()).unwrap().with_stochastic_depth(sd),
+        ),
+        Box::new(
+            PreActBasicBlock::new(3, 3, 1, &f64_opts(), &mut rng())
+                .unwrap()
+                .with_stochastic_depth(sd),
+        ),
+    ];
+    for block in &blocks {
+        for step in [kept, dropped] {
+            let at = Ctx::default().with_rng(7, 0, 0, step);
+            check_module_gradients_at(block.as_ref(), &x, H, TOL, &at)
+                .unwrap_or_else(|e| panic!("{} at step {step}: {e}", block.type_name()));
+        }
+    }
+}
+
+#[test]
+fn deep_cnn_with_a_doubling_block_and_stochastic_depth() {
+    // 2 stages of width 2: blocks 2->2, 2->2, the stride-2 doubling block 2->4, 4->4, 4->4;
+    // survival 0.5 at the last block, at a step of seed 7 where some block is dropped.
+    let opts = ResNetOptions { in_channels: 1, num_classes: 3, survival_prob: 0.5, ..f64_opts() };
+    let model = DeepCnn::new(2, 2, &opts).unwrap();
+    let at = |s| Ctx::default().with_rng(7, 0, 0, s);
+    let step = (0..100)
+        .find(|s| model.blocks.iter().any(|b| !b.stochastic_depth.keeps(&at(*s))))
+        .expect("a dropped block within 100 steps");
+    check_module_gradients_at(&model, &input(&[3, 1, 5, 5], 5), H, TOL, &at(step)).unwrap();
 }

@@ -72,6 +72,7 @@ fn resnet110_runs_forward_and_backward_on_a_small_batch() {
         assert!(g.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()), "{name}");
     }
     let fc = params.iter().find(|(n, _)| n == "fc.weight").map(|(_, p)| Rc::clone(p)).unwrap();
-    let norm: f32 = fc.grad().as_ref().unwrap().to_vec::<f32>().unwrap().iter().map(|v| v * v).sum();
+    let norm: f32 =
+        fc.grad().as_ref().unwrap().to_vec::<f32>().unwrap().iter().map(|v| v * v).sum();
     assert!(norm > 0.0, "the classifier's gradient is zero");
 }

@@ -56,7 +56,7 @@ pub struct LinearGrads {
 
 /// Hyper-parameters of one SGD step (PyTorch's formulation): `g = grad + wd * p`;
 /// `buf = momentum * buf + g` (buf = g on the first step); `g = nesterov ? g + momentum * buf :
-/// buf`; `p -= lr * g`.
+/// buf`; `p -= lr * g`. With `momentum == 0` the buffer is neither read nor written.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdParams {
     pub lr: f64,
@@ -135,7 +135,9 @@ pub trait Backend: Send + Sync {
     fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor>;
     /// Spread `dy[N, C]` evenly over `x_dims`.
     fn global_avg_pool_backward(&self, dy: &Tensor, x_dims: [usize; 4]) -> Result<Tensor>;
-    /// Max pooling; returns the output and the flat input index of each maximum.
+    /// Max pooling; returns the output and, for each output element, the index of its
+    /// maximum in the flattened `x` (which must have at most 2³² elements). Padding is at most
+    /// half the window, as in PyTorch; a window holding NaN yields NaN.
     fn max_pool2d_forward(&self, x: &Tensor, p: Pool2dParams) -> Result<(Tensor, Vec<u32>)>;
     /// Route `dy` to the argmax positions recorded by forward.
     fn max_pool2d_backward(
@@ -175,7 +177,8 @@ pub trait Backend: Send + Sync {
     fn add_assign(&self, dst: &mut Tensor, src: &Tensor) -> Result<()>;
     /// `dst *= s`.
     fn scale_assign(&self, dst: &mut Tensor, s: f64) -> Result<()>;
-    /// Sum of squares of all elements, accumulated in f64 (for gradient norms).
+    /// Sum of squares of all elements, squared and accumulated in f64 (for gradient norms); the
+    /// result does not depend on the thread count.
     fn sum_squares(&self, x: &Tensor) -> Result<f64>;
     /// One SGD step on `param` in place, updating `momentum_buf` in place.
     fn sgd_step(

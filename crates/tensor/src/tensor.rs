@@ -128,7 +128,10 @@ impl Tensor {
                 format!("{} elements for shape {:?}", data.len(), shape),
             ));
         }
-        Ok(Tensor { buf: Arc::new(Buffer::new(T::wrap(data), Device::Cpu)), shape })
+        Ok(Tensor {
+            buf: Arc::new(Buffer::new(T::wrap(data), Device::Cpu)),
+            shape,
+        })
     }
 
     /// A tensor of zeros.
@@ -137,7 +140,12 @@ impl Tensor {
     }
 
     /// A tensor filled with `value`.
-    pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn full(
+        shape: impl Into<Shape>,
+        value: f64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         backend_for(device)?;
         let n = shape.elem_count();
@@ -202,13 +210,19 @@ impl Tensor {
                 format!("{:?} to {:?} changes the element count", self.shape, shape),
             ));
         }
-        Ok(Tensor { buf: self.buf.clone(), shape })
+        Ok(Tensor {
+            buf: self.buf.clone(),
+            shape,
+        })
     }
 
     /// Borrow the elements of a CPU tensor of dtype `T`.
     pub fn as_slice<T: StorageElement>(&self) -> Result<&[T]> {
-        T::slice(&self.buf.storage)
-            .ok_or(TensorError::DType { op: "as_slice", expected: T::DTYPE, got: self.dtype() })
+        T::slice(&self.buf.storage).ok_or(TensorError::DType {
+            op: "as_slice",
+            expected: T::DTYPE,
+            got: self.dtype(),
+        })
     }
 
     /// Borrow the elements mutably, copying the storage first if another tensor shares it.
@@ -233,7 +247,10 @@ impl Tensor {
     /// The single element of a one-element tensor, as f64.
     pub fn to_scalar(&self) -> Result<f64> {
         if self.elem_count() != 1 {
-            return Err(shape_err("to_scalar", format!("shape {:?} is not a scalar", self.shape)));
+            return Err(shape_err(
+                "to_scalar",
+                format!("shape {:?} is not a scalar", self.shape),
+            ));
         }
         Ok(self.to_vec::<f64>()?[0])
     }

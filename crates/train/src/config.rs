@@ -26,25 +26,65 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
 }
 
-/// Which network to build.
+/// When to write checkpoints and where to resume from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every `every` steps (0: only at the end of the run).
+    #[serde(default)]
+    pub every: u64,
+    /// Keep the newest `keep` checkpoints (0 means 1).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// Resume from `latest` (the run's newest checkpoint) or a checkpoint directory; empty
+    /// starts afresh. `launcher run --resume` sets `latest`.
+    #[serde(default)]
+    pub resume: String,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { every: 0, keep: default_keep(), resume: String::new() }
+    }
+}
+
+/// Which network to build; `crate::model::build_model` says which fields each kind reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Builder name: `cifar_resnet` or `mlp`.
+    /// Builder name: `cifar_resnet`, `preact_resnet`, `imagenet_resnet`, `deep_cnn`, `mlp` or
+    /// `sequential`.
     pub kind: String,
-    /// Depth (6n+2 for `cifar_resnet`; hidden blocks for `mlp`).
+    /// Depth: 6n+2 for `cifar_resnet`, 9n+2 for `preact_resnet`, 50/101/152 for
+    /// `imagenet_resnet`, stages for `deep_cnn`, hidden blocks for `mlp`; unused by
+    /// `sequential`.
+    #[serde(default)]
     pub depth: usize,
-    /// Hidden width of `mlp`.
-    #[serde(default = "default_width")]
-    pub width: usize,
+    /// Hidden width of `mlp` (default 256); first-stage filters of `deep_cnn` (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
     /// Batch norm after each hidden dense layer of `mlp`.
     #[serde(default = "yes")]
     pub batch_norm: bool,
-    /// Start each residual branch's last batch norm at zero scale.
+    /// Start each residual branch at zero (last batch norm's scale, or last convolution in
+    /// pre-activation blocks), so every block starts as the identity.
     #[serde(default)]
     pub zero_init_residual: bool,
+    /// Stochastic depth for the residual networks: survival probability `p_L` of the last
+    /// block, decaying linearly from 1 at the first; 1 disables it.
+    #[serde(default = "one_f64")]
+    pub survival_prob: f64,
+    /// Dropout probability after each hidden block of `mlp`; 0 disables it.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Layers of a `sequential` model, in order: tables with a registered `type` and that
+    /// layer's arguments (`[[model.layers]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<toml::Table>,
 }
 
 /// Dataset, batching and augmentation.
@@ -96,6 +136,21 @@ pub struct OptimizerConfig {
     pub weight_decay: f64,
     #[serde(default)]
     pub nesterov: bool,
+    /// Linear scaling rule (Goyal et al., 2017), opt-in: when non-zero, the learning rate is
+    /// `lr * global_batch / reference_batch`.
+    #[serde(default)]
+    pub reference_batch: usize,
+}
+
+impl OptimizerConfig {
+    /// The learning rate used for a global batch of `global_batch`.
+    pub fn effective_lr(&self, global_batch: usize) -> f64 {
+        if self.reference_batch == 0 {
+            self.lr
+        } else {
+            self.lr * global_batch as f64 / self.reference_batch as f64
+        }
+    }
 }
 
 /// Learning-rate schedule: linear warmup, then `constant`, `cosine` (to zero at the last step)
@@ -134,25 +189,30 @@ pub struct LogConfig {
     /// Parent of run directories.
     #[serde(default = "default_dir")]
     pub dir: String,
-    /// Stop after this many steps (0: run all epochs); for tests and quick looks.
+    /// Stop after this many steps (0: run all epochs); for tests and quick looks. The
+    /// schedule spans the shortened run.
     #[serde(default)]
     pub max_steps: u64,
+    /// Stop after this step as if preempted: no final evaluation, no final checkpoint; the
+    /// schedule still spans the whole run, so a resumed run continues it (0: never).
+    #[serde(default)]
+    pub stop_at_step: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { every: default_every(), dir: default_dir(), max_steps: 0 }
+        LogConfig { every: default_every(), dir: default_dir(), max_steps: 0, stop_at_step: 0 }
     }
 }
 
 fn default_eval_batch() -> usize {
     500
 }
-fn default_width() -> usize {
-    256
-}
 fn yes() -> bool {
     true
+}
+fn one_f64() -> f64 {
+    1.0
 }
 fn one() -> usize {
     1
@@ -162,6 +222,9 @@ fn default_schedule() -> String {
 }
 fn default_gamma() -> f64 {
     0.1
+}
+fn default_keep() -> usize {
+    3
 }
 fn default_every() -> u64 {
     20
@@ -225,6 +288,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// A hash of what determines the training trajectory: the config without its resume and
+    /// logging settings (FNV-1a over the TOML text, as hex).
+    pub fn trajectory_hash(&self) -> String {
+        let mut c = self.clone();
+        c.checkpoint.resume.clear();
+        c.log = LogConfig::default();
+        let text = c.to_toml();
+        let mut h: u64 = 0xcbf29ce484222325;
+        for byte in text.bytes() {
+            h = (h ^ byte as u64).wrapping_mul(0x100000001b3);
+        }
+        format!("{h:016x}")
     }
 
     /// The config as TOML, as written into the run directory.

@@ -25,9 +25,17 @@ pub fn broadcast_parameters(comm: &mut dyn Communicator, params: &[Rc<Param>]) -
 }
 
 /// Average gradients over the world in place. A parameter that received no gradient this step
-/// contributes zeros and receives the average, so every rank reduces the same buffer.
+/// (a dropped block) contributes zeros and receives the average, so every rank reduces the same
+/// buffer; in a world of one it gets a zero gradient too, so the optimizer treats it alike
+/// (weight decay and momentum go on) whatever the world size.
 pub fn all_reduce_gradients(comm: &mut dyn Communicator, params: &[Rc<Param>]) -> Result<()> {
     if comm.world_size() == 1 {
+        for p in params {
+            if p.grad().is_none() {
+                let zeros = p.value().zeros_like()?;
+                *p.grad_mut() = Some(zeros);
+            }
+        }
         return Ok(());
     }
     let mut flat = Vec::new();

@@ -12,15 +12,22 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Create `dir` (if needed), write `config.toml` and open `metrics.jsonl` for appending.
-    pub fn create(dir: &Path, resolved_config: &str) -> Result<RunDir> {
+    /// Create `dir` (if needed), write `config.toml` and open `metrics.jsonl`: truncated for a
+    /// fresh run, appended to when `resuming`.
+    pub fn create(dir: &Path, resolved_config: &str, resuming: bool) -> Result<RunDir> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let cfg_path = dir.join("config.toml");
         let tmp = dir.join(".config.toml.tmp");
         std::fs::write(&tmp, resolved_config).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &cfg_path).map_err(io_err(&cfg_path))?;
         let mpath = dir.join("metrics.jsonl");
-        let file = File::create(&mpath).map_err(io_err(&mpath))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resuming)
+            .truncate(!resuming)
+            .open(&mpath)
+            .map_err(io_err(&mpath))?;
         Ok(RunDir { path: dir.to_path_buf(), metrics: BufWriter::new(file) })
     }
 

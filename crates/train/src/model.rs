@@ -5,50 +5,118 @@ use crate::error::{Result, TrainError};
 use std::path::Path;
 use std::sync::Arc;
 use strata_data::{Dataset, Split, Subset, SyntheticDataset};
-use strata_nn::resnet::{CifarResNet, ResNetOptions};
+use strata_nn::deep_cnn::DeepCnn;
 use strata_nn::mlp::{Mlp, MlpOptions};
+use strata_nn::registry::{build_sequential, SequentialOptions};
+use strata_nn::resnet::{CifarResNet, ImageNetResNet, PreActResNet, ResNetOptions};
 use strata_nn::Module;
+use strata_tensor::DType;
 
 /// Model builders selectable by `model.kind`.
-pub const MODEL_KINDS: &[&str] = &["cifar_resnet", "mlp"];
+pub const MODEL_KINDS: &[&str] =
+    &["cifar_resnet", "preact_resnet", "imagenet_resnet", "deep_cnn", "mlp", "sequential"];
+
+/// Kinds built from residual blocks, which take `survival_prob` and `zero_init_residual`.
+const RESIDUAL_KINDS: &[&str] = &["cifar_resnet", "preact_resnet", "imagenet_resnet", "deep_cnn"];
+
+/// Default hidden width of `mlp`.
+pub const DEFAULT_MLP_WIDTH: usize = 256;
+/// Default first-stage filters of `deep_cnn`.
+pub const DEFAULT_DEEP_CNN_WIDTH: usize = 16;
 
 /// Build the model of `cfg` for samples of shape `[C, H, W]` and `num_classes` classes.
+///
+/// `cifar_resnet` (depth 6n+2), `preact_resnet` (depth 9n+2, bottlenecks) and
+/// `imagenet_resnet` (depth 50, 101, 152) read `depth`, `zero_init_residual` and
+/// `survival_prob`; `deep_cnn` reads `depth` (stages) and `width` as well; `mlp` reads `depth`,
+/// `width`, `batch_norm` and `dropout`; `sequential` reads `layers`, each built by the layer
+/// registry (`strata_nn::registry`).
+///
+/// # Errors
+/// [`TrainError::Config`] for an unknown kind (listing the known ones) or a field the kind does
+/// not use; the builder's error for arguments it cannot build, saying what is valid.
 pub fn build_model(
     cfg: &ModelConfig,
     sample_shape: [usize; 3],
     num_classes: usize,
     seed: u64,
 ) -> Result<Box<dyn Module>> {
-    match cfg.kind.as_str() {
-        "cifar_resnet" => {
-            let opts = ResNetOptions {
-                in_channels: sample_shape[0],
+    check_fields(cfg)?;
+    let resnet = ResNetOptions {
+        in_channels: sample_shape[0],
+        num_classes,
+        seed,
+        zero_init_residual: cfg.zero_init_residual,
+        survival_prob: cfg.survival_prob,
+        dtype: DType::F32,
+    };
+    Ok(match cfg.kind.as_str() {
+        "cifar_resnet" => Box::new(CifarResNet::new(cfg.depth, &resnet)?),
+        "preact_resnet" => Box::new(PreActResNet::new(cfg.depth, &resnet)?),
+        "imagenet_resnet" => Box::new(ImageNetResNet::new(cfg.depth, &resnet)?),
+        "deep_cnn" => {
+            let width = cfg.width.unwrap_or(DEFAULT_DEEP_CNN_WIDTH);
+            Box::new(DeepCnn::new(cfg.depth, width, &resnet)?)
+        }
+        "mlp" => Box::new(Mlp::new(&MlpOptions {
+            in_features: sample_shape.iter().product(),
+            width: cfg.width.unwrap_or(DEFAULT_MLP_WIDTH),
+            depth: cfg.depth,
+            num_classes,
+            batch_norm: cfg.batch_norm,
+            dropout: cfg.dropout,
+            seed,
+            dtype: DType::F32,
+        })?),
+        "sequential" => {
+            let opts = SequentialOptions {
+                sample_shape: sample_shape.to_vec(),
                 num_classes,
                 seed,
-                zero_init_residual: cfg.zero_init_residual,
-                ..ResNetOptions::default()
+                dtype: DType::F32,
             };
-            Ok(Box::new(CifarResNet::new(cfg.depth, &opts)?))
+            Box::new(build_sequential(&cfg.layers, &opts)?)
         }
-        "mlp" => {
-            let opts = MlpOptions {
-                in_features: sample_shape.iter().product(),
-                width: cfg.width,
-                depth: cfg.depth,
-                num_classes,
-                batch_norm: cfg.batch_norm,
-                seed,
-                dtype: strata_tensor::DType::F32,
-            };
-            Ok(Box::new(Mlp::new(&opts)?))
+        other => {
+            return Err(TrainError::Config {
+                path: "model.kind".into(),
+                detail: format!(
+                    "unknown model {other:?}; known models: {}",
+                    MODEL_KINDS.join(", ")
+                ),
+            })
         }
-        other => Err(TrainError::Config {
-            path: "model.kind".into(),
-            detail: format!("unknown model {other:?}; known models: {}", MODEL_KINDS.join(", ")),
-        }),
-    }
+    })
 }
 
+/// Reject fields the chosen kind would silently ignore.
+fn check_fields(cfg: &ModelConfig) -> Result<()> {
+    let kind = cfg.kind.as_str();
+    let unused = |field: &str, used_by: &str| TrainError::Config {
+        path: format!("model.{field}"),
+        detail: format!("model.kind = {kind:?} does not use it; it applies to {used_by}"),
+    };
+    let residual = RESIDUAL_KINDS.contains(&kind);
+    if cfg.survival_prob != 1.0 && !residual {
+        return Err(unused("survival_prob", &RESIDUAL_KINDS.join(", ")));
+    }
+    if cfg.zero_init_residual && !residual {
+        return Err(unused("zero_init_residual", &RESIDUAL_KINDS.join(", ")));
+    }
+    if cfg.dropout != 0.0 && kind != "mlp" {
+        return Err(unused("dropout", "mlp (a sequential model takes dropout layers)"));
+    }
+    if cfg.width.is_some() && !["mlp", "deep_cnn"].contains(&kind) {
+        return Err(unused("width", "mlp, deep_cnn"));
+    }
+    if !cfg.layers.is_empty() && kind != "sequential" {
+        return Err(unused("layers", "sequential"));
+    }
+    if cfg.depth != 0 && kind == "sequential" {
+        return Err(unused("depth", "every kind but sequential (its layers say it)"));
+    }
+    Ok(())
+}
 /// The training and test sets of `cfg`, each limited to its configured slice.
 pub fn load_datasets(cfg: &DataConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     let dir = Path::new(&cfg.dir);
@@ -90,4 +158,77 @@ pub fn load_datasets(cfg: &DataConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Data
         }
     };
     Ok((limit(train, cfg.train_limit), limit(test, cfg.test_limit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use strata_nn::parameter_count;
+
+    fn model_cfg(model: &str) -> ModelConfig {
+        let text = format!(
+            "name = \"t\"\nepochs = 1\n[model]\n{model}\n[data]\ndataset = \"synthetic\"\n\
+             batch_size = 4\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n"
+        );
+        Config::parse(&text, "test", &[]).unwrap().model
+    }
+
+    #[test]
+    fn every_kind_builds_from_toml() {
+        let cases = [
+            ("kind = \"cifar_resnet\"\ndepth = 20\nsurvival_prob = 0.5", 272_474),
+            ("kind = \"preact_resnet\"\ndepth = 164\nsurvival_prob = 0.5", 1_703_258),
+            ("kind = \"deep_cnn\"\ndepth = 2\nwidth = 4", 4126),
+            (
+                "kind = \"mlp\"\ndepth = 2\nwidth = 8\ndropout = 0.1",
+                3072 * 8 + 16 + 8 * 8 + 16 + 90,
+            ),
+            (
+                "kind = \"sequential\"\n[[model.layers]]\ntype = \"flatten\"\n\
+                 [[model.layers]]\ntype = \"linear\"",
+                3072 * 10 + 10,
+            ),
+        ];
+        // cifar_resnet and preact_resnet: derived in strata-nn's tests. deep_cnn, width 4, 2
+        // stages, 3 channels: stem 3*4*9 + BN 8 = 116; two basic blocks 4->4 of 2*9*16 + 16 =
+        // 304; the doubling block 4->8: 9*4*8 + 9*64 + BNs 32 + projection 32 + BN 16 = 944;
+        // two basic blocks 8->8 of 2*9*64 + 32 = 1184; classifier 8*10 + 10 = 90: 4126.
+        // mlp, width 8, BN (no hidden bias): 3072*8 + 16, 8*8 + 16, 8*10 + 10.
+        for (model, params) in cases {
+            let m = build_model(&model_cfg(model), [3, 32, 32], 10, 0).unwrap();
+            assert_eq!(parameter_count(m.as_ref()), params, "{model}");
+        }
+    }
+
+    #[test]
+    fn a_sequential_config_survives_the_resolved_config_round_trip() {
+        let text = "name = \"t\"\nepochs = 1\n[model]\nkind = \"sequential\"\n\
+                    [[model.layers]]\ntype = \"conv2d\"\nout_channels = 4\n\
+                    [[model.layers]]\ntype = \"global_avg_pool\"\n[[model.layers]]\n\
+                    type = \"linear\"\n[data]\ndataset = \"synthetic\"\nbatch_size = 4\n\
+                    [optimizer]\nkind = \"sgd\"\nlr = 0.1\n";
+        let cfg = Config::parse(text, "test", &[]).unwrap();
+        let again = Config::parse(&cfg.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again.model.layers, cfg.model.layers);
+        assert_eq!(again.model.layers.len(), 3);
+        let m = build_model(&again.model, [3, 8, 8], 10, 0).unwrap();
+        // conv 3*4*9 = 108; linear 4*10 + 10 = 50.
+        assert_eq!(parameter_count(m.as_ref()), 158);
+    }
+
+    #[test]
+    fn unknown_kinds_bad_depths_and_unused_fields_are_errors_saying_what_is_valid() {
+        let err = |model: &str| build_model(&model_cfg(model), [3, 32, 32], 10, 0).err().unwrap();
+        let msg = err("kind = \"resnet\"").to_string();
+        assert!(msg.contains("preact_resnet") && msg.contains("sequential"), "{msg}");
+        let msg = err("kind = \"preact_resnet\"\ndepth = 100").to_string();
+        assert!(msg.contains("9n+2") && msg.contains("164"), "{msg}");
+        let msg = err("kind = \"mlp\"\ndepth = 2\nsurvival_prob = 0.5").to_string();
+        assert!(msg.contains("model.survival_prob") && msg.contains("preact_resnet"), "{msg}");
+        let msg = err("kind = \"cifar_resnet\"\ndepth = 20\ndropout = 0.5").to_string();
+        assert!(msg.contains("model.dropout"), "{msg}");
+        let msg = err("kind = \"sequential\"\n[[model.layers]]\ntype = \"warp_drive\"").to_string();
+        assert!(msg.contains("warp_drive") && msg.contains("conv2d"), "{msg}");
+    }
 }

@@ -3,28 +3,29 @@
 
 use crate::config::{OptimizerConfig, ScheduleConfig};
 use crate::Result;
+use std::collections::HashMap;
 use std::rc::Rc;
 use strata_autodiff::Param;
 use strata_tensor::{SgdParams, Tensor};
 
-/// SGD with momentum, optional Nesterov, and decoupled-from-nothing (L2, as PyTorch's `SGD`)
-/// weight decay, which is skipped for parameters marked without it (batch norm, biases).
+/// SGD with momentum, optional Nesterov, and L2 weight decay added to the gradient (as
+/// PyTorch's `SGD`), skipped for parameters marked without it (batch norm, biases).
 pub struct Sgd {
-    params: Vec<Rc<Param>>,
+    params: Vec<(String, Rc<Param>)>,
     momentum_bufs: Vec<Option<Tensor>>,
     cfg: OptimizerConfig,
 }
 
 impl Sgd {
-    /// An optimizer over `params` (in a fixed order shared by all ranks).
-    pub fn new(params: Vec<Rc<Param>>, cfg: OptimizerConfig) -> Sgd {
+    /// An optimizer over named `params` (in a fixed order shared by all ranks).
+    pub fn new(params: Vec<(String, Rc<Param>)>, cfg: OptimizerConfig) -> Sgd {
         let momentum_bufs = vec![None; params.len()];
         Sgd { params, momentum_bufs, cfg }
     }
 
     /// Apply one step at learning rate `lr`. Parameters without a gradient are left unchanged.
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        for (p, buf) in self.params.iter().zip(&mut self.momentum_bufs) {
+        for ((_, p), buf) in self.params.iter().zip(&mut self.momentum_bufs) {
             let grad = p.grad();
             let Some(g) = grad.as_ref() else { continue };
             let first_step = buf.is_none();
@@ -47,7 +48,28 @@ impl Sgd {
 
     /// Forget every parameter's gradient.
     pub fn zero_grad(&self) {
-        self.params.iter().for_each(|p| p.zero_grad());
+        self.params.iter().for_each(|(_, p)| p.zero_grad());
+    }
+
+    /// The momentum buffers, named `<parameter>.momentum`, for checkpoints.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(&self.momentum_bufs)
+            .filter_map(|((name, _), m)| m.as_ref().map(|m| (format!("{name}.momentum"), m.clone())))
+            .collect()
+    }
+
+    /// Restore momentum buffers written by [`Sgd::state`]; parameters absent there start
+    /// without momentum, as on a first step.
+    pub fn load_state(&mut self, state: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<()> {
+        for ((name, _), m) in self.params.iter().zip(&mut self.momentum_bufs) {
+            *m = match state.get(&format!("{name}.momentum")) {
+                Some((dims, values)) => Some(Tensor::from_vec(values.clone(), dims.as_slice())?),
+                None => None,
+            };
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The training loop of one worker: shard, forward, backward, average gradients, step; then
 //! distributed evaluation. Rank 0 reports; other ranks stay quiet unless they fail.
 
+use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
 use crate::ddp;
 use crate::error::{Result, TrainError};
@@ -37,19 +38,60 @@ pub enum ProgressMode {
     Quiet,
 }
 
-/// Train `cfg` as one worker of `comm`'s world, computing on `threads` threads.
+/// Train `cfg` as one worker of `comm`'s world, on the global rayon pool's threads.
+///
+/// Resumes from `cfg.checkpoint.resume` if set. With another world size than the checkpoint's,
+/// the global batch is kept (the per-worker batch becomes global / world) and so is the
+/// schedule's position; the log says so.
 pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) -> Result<RunSummary> {
     let started = Instant::now();
     let (rank, world) = (comm.rank(), comm.world_size());
     let progress = if rank == 0 { progress } else { ProgressMode::Quiet };
+    let say = |line: String| {
+        if progress != ProgressMode::Quiet {
+            println!("{line}");
+        }
+    };
 
     let (train_set, test_set) = load_datasets(&cfg.data)?;
     let model = build_model(&cfg.model, train_set.sample_shape(), train_set.num_classes(), cfg.seed)?;
-    let params: Vec<_> = named_parameters(model.as_ref()).into_iter().map(|(_, p)| p).collect();
+    let named = named_parameters(model.as_ref());
+    let params: Vec<_> = named.iter().map(|(_, p)| p.clone()).collect();
     let buffers: Vec<_> = named_buffers(model.as_ref()).into_iter().map(|(_, b)| b).collect();
     ddp::broadcast_parameters(comm, &params)?;
+    let mut opt = Sgd::new(named, cfg.optimizer.clone());
 
-    let b = cfg.data.batch_size;
+    let run_path = Path::new(&cfg.log.dir).join(&cfg.name);
+    let mut pos = Position { step: 0, epoch: 0, batch_in_epoch: 0 };
+    let mut b = cfg.data.batch_size;
+    if !cfg.checkpoint.resume.is_empty() {
+        let dir = checkpoint::resolve(&run_path, &cfg.checkpoint.resume)?;
+        let loaded = checkpoint::load(&dir, model.as_ref())?;
+        opt.load_state(&loaded.optimizer)?;
+        let st = loaded.state;
+        if st.global_batch % world != 0 {
+            return Err(TrainError::Config {
+                path: dir.display().to_string(),
+                detail: format!(
+                    "its global batch {} does not divide over {world} workers",
+                    st.global_batch
+                ),
+            });
+        }
+        b = st.global_batch / world;
+        pos = Position { step: st.step, epoch: st.epoch, batch_in_epoch: st.batch_in_epoch };
+        say(format!("strata: resumed from {} at step {} (epoch {}, batch {})", dir.display(),
+            st.step, st.epoch + 1, st.batch_in_epoch));
+        if st.world_size != world {
+            say(format!("strata: the checkpoint was written by {} workers, this run has {world}: \
+                keeping the global batch {} ({b} per worker) and the schedule position",
+                st.world_size, st.global_batch));
+        }
+        if st.config_hash != cfg.trajectory_hash() {
+            say("strata: warning: the config differs from the checkpoint's".into());
+        }
+    }
+
     let sampler = DistributedSampler::new(train_set.len(), world, rank)?.seed(cfg.seed);
     let steps_per_epoch = (sampler.num_samples() / b) as u64;
     if steps_per_epoch == 0 {
@@ -65,38 +107,57 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
     if cfg.log.max_steps > 0 {
         total_steps = total_steps.min(cfg.log.max_steps);
     }
-    let schedule = Schedule::new(cfg.optimizer.lr, cfg.schedule.clone(), total_steps, steps_per_epoch);
-    let mut opt = Sgd::new(params.clone(), cfg.optimizer.clone());
-
-    let mut run_dir = if rank == 0 {
-        let dir = Path::new(&cfg.log.dir).join(&cfg.name);
-        Some(RunDir::create(&dir, &cfg.to_toml())?)
-    } else {
-        None
-    };
-    if progress != ProgressMode::Quiet {
-        println!(
-            "strata: {} ({} parameters) on {world} worker(s) x {} thread(s); batch {b} per worker, \
-             {} global; {steps_per_epoch} steps per epoch; lr {}",
-            cfg.name,
-            parameter_count(model.as_ref()),
-            rayon::current_num_threads(),
-            b * world,
-            cfg.optimizer.lr
-        );
-    }
+    let lr = cfg.optimizer.effective_lr(b * world);
+    let schedule = Schedule::new(lr, cfg.schedule.clone(), total_steps, steps_per_epoch);
+    let mut run_dir = if rank == 0 { Some(RunDir::create(&run_path, &cfg.to_toml(), pos.step > 0)?) } else { None };
+    say(format!(
+        "strata: {} ({} parameters) on {world} worker(s) x {} thread(s); batch {b} per worker, \
+         {} global; {steps_per_epoch} steps per epoch; lr {lr}{}",
+        cfg.name,
+        parameter_count(model.as_ref()),
+        rayon::current_num_threads(),
+        b * world,
+        if cfg.optimizer.reference_batch > 0 {
+            format!(" (scaled from {} at batch {})", cfg.optimizer.lr, cfg.optimizer.reference_batch)
+        } else {
+            String::new()
+        }
+    ));
 
     let augment = Augment { crop_pad: cfg.data.crop_padding, hflip: cfg.data.hflip };
-    let mut step = 0u64;
     let mut last_loss = f64::NAN;
     let mut eval = (f64::NAN, f64::NAN);
-    'epochs: for epoch in 0..cfg.epochs {
+    let write_checkpoint = |pos: &Position, opt: &Sgd, comm: &mut dyn Communicator| -> Result<()> {
+        // Running statistics are averaged first, on every rank, so all replicas stay equal.
+        ddp::all_reduce_buffers(comm, &buffers)?;
+        if rank == 0 {
+            let state = TrainState {
+                step: pos.step,
+                epoch: pos.epoch,
+                batch_in_epoch: pos.batch_in_epoch,
+                seed: cfg.seed,
+                world_size: world,
+                global_batch: b * world,
+                config_hash: cfg.trajectory_hash(),
+                lr: schedule.lr(pos.step),
+            };
+            checkpoint::save(&run_path, model.as_ref(), &opt.state(), &state, cfg.checkpoint.keep)?;
+        }
+        Ok(())
+    };
+
+    while pos.epoch < cfg.epochs && pos.step < total_steps {
+        let epoch = pos.epoch;
         let bar = make_bar(progress, epoch, cfg.epochs, steps_per_epoch);
+        if let Some(bar) = &bar {
+            bar.set_position(pos.batch_in_epoch);
+        }
         let mut loader_cfg = LoaderConfig::new(b);
         loader_cfg.drop_last = true;
         loader_cfg.augment = Some(augment);
         loader_cfg.augment_seed = AugmentSeed { seed: cfg.seed, rank, epoch };
         loader_cfg.num_threads = cfg.data.loader_threads.max(1);
+        loader_cfg.start_batch = pos.batch_in_epoch as usize;
         let loader = Loader::new(train_set.clone(), sampler.indices(epoch), loader_cfg)?;
 
         let mut window = Window::default();
@@ -104,15 +165,18 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
         let mut epoch_images = 0usize;
         for batch in loader {
             let batch = batch?;
-            let lr = schedule.lr(step);
+            let lr = schedule.lr(pos.step);
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, batch.shape)?;
+            let rng = Ctx::default().with_rng(cfg.seed, rank, epoch, pos.step);
             let (loss_value, correct) =
-                train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, lr)?;
-
-            step += 1;
+                train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, lr, &rng)?;
+            pos.step += 1;
+            pos.batch_in_epoch += 1;
             epoch_images += n * world;
             window.add(loss_value, correct, n);
+
+            let step = pos.step;
             if step % cfg.log.every == 0 || step == total_steps {
                 let (loss_avg, acc) = window.reduce(comm)?;
                 if !loss_avg.is_finite() {
@@ -130,44 +194,68 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
             if let Some(bar) = &bar {
                 bar.inc(1);
             }
+            if pos.batch_in_epoch == steps_per_epoch {
+                pos = Position { step, epoch: epoch + 1, batch_in_epoch: 0 };
+            }
+            let every = cfg.checkpoint.every;
+            if every > 0 && step % every == 0 && step < total_steps {
+                write_checkpoint(&pos, &opt, comm)?;
+            }
+            if step == cfg.log.stop_at_step {
+                say(format!("strata: stopping after step {step} as configured (log.stop_at_step)"));
+                return Ok(RunSummary {
+                    steps: step,
+                    final_train_loss: last_loss,
+                    test_accuracy: f64::NAN,
+                    test_loss: f64::NAN,
+                    wall_s: started.elapsed().as_secs_f64(),
+                });
+            }
             if step >= total_steps {
-                if let Some(bar) = &bar {
-                    bar.finish_and_clear();
-                }
-                eval = evaluate(model.as_ref(), &buffers, test_set.clone(), cfg, comm)?;
-                report_epoch(progress, &mut run_dir, epoch, step, last_loss, eval, &epoch_start)?;
-                break 'epochs;
+                break;
             }
         }
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
         eval = evaluate(model.as_ref(), &buffers, test_set.clone(), cfg, comm)?;
-        report_epoch(progress, &mut run_dir, epoch, step, last_loss, eval, &epoch_start)?;
+        report_epoch(progress, &mut run_dir, epoch, pos.step, last_loss, eval, &epoch_start)?;
     }
+
+    write_checkpoint(&pos, &opt, comm)?;
     if let Some(dir) = &run_dir {
         crate::weights::save_weights(model.as_ref(), &dir.path().join("final.safetensors"))?;
+        crate::plot::write_metrics_plot(dir.path())?;
     }
     let summary = RunSummary {
-        steps: step,
+        steps: pos.step,
         final_train_loss: last_loss,
         test_accuracy: eval.1,
         test_loss: eval.0,
         wall_s: started.elapsed().as_secs_f64(),
     };
-    if progress != ProgressMode::Quiet {
-        println!(
-            "strata: done: {} steps in {:.1} s; test accuracy {:.2} %",
-            summary.steps,
-            summary.wall_s,
-            100.0 * summary.test_accuracy
-        );
-    }
+    say(format!(
+        "strata: done: {} steps in {:.1} s; test accuracy {:.2} %",
+        summary.steps,
+        summary.wall_s,
+        100.0 * summary.test_accuracy
+    ));
     Ok(summary)
 }
 
+/// Where the loop stands: steps taken, the epoch of the next step and its batches consumed.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    step: u64,
+    epoch: u64,
+    batch_in_epoch: u64,
+}
+
 /// One optimizer step on this worker's batch `x`: forward, backward, gradients averaged over
-/// the world, SGD update at `lr`. Returns the local loss and the number of correct predictions.
+/// the world, SGD update at `lr`. `rng` carries the run coordinates (seed, rank, epoch, step)
+/// that key dropout masks and stochastic-depth decisions. Returns the local loss and the number
+/// of correct predictions.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &dyn Module,
     params: &[Rc<Param>],
@@ -176,9 +264,11 @@ pub fn train_step(
     x: Tensor,
     labels: &[u32],
     lr: f64,
+    rng: &Ctx,
 ) -> Result<(f64, usize)> {
     let tape = Tape::new();
-    let logits = model.forward(&Var::constant(x), &Ctx::train(tape.clone()))?;
+    let cx = Ctx { tape: Some(tape.clone()), train: true, update_running_stats: true, ..rng.clone() };
+    let logits = model.forward(&Var::constant(x), &cx)?;
     let loss = ops::softmax_cross_entropy(&logits, labels)?;
     let loss_value = loss.value().to_scalar()?;
     let correct = count_correct(logits.value(), labels)?;

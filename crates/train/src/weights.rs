@@ -6,19 +6,27 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 use strata_nn::{named_buffers, named_parameters, Module};
+use strata_tensor::Tensor;
 
 /// Write every parameter and buffer of `model`, by dotted name, as f32 to `path`.
 pub fn save_weights(model: &dyn Module, path: &Path) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (name, p) in named_parameters(model) {
-        let v = p.value();
-        tensors.push((name, v.dims().to_vec(), f32_bytes(&v.to_vec::<f32>()?)));
+        tensors.push((name, p.value().clone()));
     }
     for (name, b) in named_buffers(model) {
-        let v = b.borrow();
-        tensors.push((name, v.dims().to_vec(), f32_bytes(&v.to_vec::<f32>()?)));
+        tensors.push((name, b.borrow().clone()));
     }
-    let views = tensors
+    save_tensors(&tensors, path)
+}
+
+/// Write named tensors as f32 safetensors to `path`, through a temporary file.
+pub fn save_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        raw.push((name.clone(), t.dims().to_vec(), f32_bytes(&t.to_vec::<f32>()?)));
+    }
+    let views = raw
         .iter()
         .map(|(name, dims, bytes)| {
             TensorView::new(Dtype::F32, dims.clone(), bytes)

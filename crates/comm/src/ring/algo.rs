@@ -259,3 +259,46 @@ fn sub_chunks<T: Wire>(range: Range<usize>) -> impl Iterator<Item = Range<usize>
         .step_by(step)
         .map(move |start| start..(start + step).min(range.end))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_partition_the_buffer_in_order() {
+        for world_size in 1..=5 {
+            for len in 0..=23 {
+                let ranges: Vec<_> = (0..world_size)
+                    .map(|c| chunk_range(len, world_size, c))
+                    .collect();
+                // Contiguous from 0 to len, sizes differing by at most one, larger ones first.
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[world_size - 1].end, len);
+                for pair in ranges.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start);
+                    assert!(pair[0].len() >= pair[1].len() && pair[0].len() <= pair[1].len() + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_rank_sends_what_the_next_rank_receives() {
+        // 3 sub-chunks of f32 per rank plus a remainder, so chunks span several pieces.
+        let len = 3 * 4 * (SUB_CHUNK_BYTES / 4) + 5;
+        for world_size in 2..=4 {
+            let plans: Vec<_> = (0..world_size)
+                .map(|rank| ReducePlan::new::<f32>(Place { rank, world_size }, len))
+                .collect();
+            for rank in 0..world_size {
+                let next = &plans[(rank + 1) % world_size];
+                let received: Vec<_> = next.recvs.iter().map(|r| r.range.clone()).collect();
+                // Own chunk plus 2 n - 3 forwarded chunks: the next rank's 2 n - 2 receives.
+                assert_eq!(
+                    plans[rank].sends, received,
+                    "world {world_size}, rank {rank}"
+                );
+            }
+        }
+    }
+}

@@ -327,3 +327,29 @@ fn stopped() -> io::Error {
         "the ring's sender thread stopped",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_garbage_is_rejected() {
+        let header = Header {
+            kind: Kind::BroadcastBytes,
+            seq: 7,
+            len: 1 << 40,
+            arg: 3,
+        };
+        let mut bytes = Vec::new();
+        header.encode(&mut bytes);
+        assert_eq!(bytes.len(), Header::BYTES);
+        assert_eq!(Header::decode(&bytes), Some(header));
+        assert_eq!(
+            header.describe(),
+            "broadcast_bytes #7 (len 1099511627776, arg 3)"
+        );
+
+        bytes[0] = 0; // no collective has code 0
+        assert_eq!(Header::decode(&bytes), None);
+    }
+}

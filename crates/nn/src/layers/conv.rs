@@ -28,7 +28,8 @@ impl Conv2d {
         rng: &mut InitRng,
     ) -> Result<Conv2d> {
         let dims = [out_ch, in_ch, kernel, kernel];
-        let w = init.sample(&dims, in_ch * kernel * kernel, out_ch * kernel * kernel, dtype, rng)?;
+        let w =
+            init.sample(&dims, in_ch * kernel * kernel, out_ch * kernel * kernel, dtype, rng)?;
         Ok(Conv2d {
             weight: Rc::new(Param::new(w)),
             params: Conv2dParams { stride, padding },

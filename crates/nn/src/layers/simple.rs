@@ -77,6 +77,11 @@ impl Sequential {
     pub fn push(&mut self, m: impl Module + 'static) {
         self.layers.push(Box::new(m));
     }
+
+    /// Append a boxed module (such as one built by the layer registry).
+    pub fn push_boxed(&mut self, m: Box<dyn Module>) {
+        self.layers.push(m);
+    }
 }
 
 impl Module for Sequential {
@@ -86,8 +91,8 @@ impl Module for Sequential {
 
     fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
         let mut h = x.clone();
-        for layer in &self.layers {
-            h = layer.forward(&h, cx)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = cx.call(&i.to_string(), layer.as_ref(), &h)?;
         }
         Ok(h)
     }

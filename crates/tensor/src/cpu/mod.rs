@@ -15,6 +15,7 @@ mod loss;
 mod matmul;
 mod pool;
 mod sgd;
+mod simd;
 
 use crate::backend::{
     Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads, Pool2dParams, SgdParams,
@@ -27,6 +28,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use conv::ConvGeom;
+pub(crate) use simd::{vectorized, TILE};
 
 /// The CPU backend: f32 and f64 kernels, matrix products by the `gemm` crate, threads by rayon.
 pub struct CpuBackend;
@@ -48,10 +50,23 @@ pub(crate) trait CpuFloat: StorageElement + sealed::Sealed + Copy {
     /// Widen (or keep) to f64.
     fn as_f64(self) -> f64;
 
-    /// Run `f` on this thread's scratch buffer of at least `len` elements (contents
-    /// unspecified). The buffer is kept between calls, so hot loops allocate nothing; a nested
-    /// call on the same thread (rayon work stealing) gets a fresh buffer instead of a conflict.
+    /// Run `f` on this thread's scratch buffer of `len` elements (contents unspecified). The
+    /// buffer is kept between calls (up to [`SCRATCH_KEEP_MAX`] elements), so hot loops
+    /// allocate nothing; a nested call on the same thread (rayon work stealing) gets a fresh
+    /// buffer instead of a conflict. Scratch is not counted by [`crate::memory`]: it is
+    /// bounded per thread by the kernels' group budgets (a few MiB for the ResNet layers).
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+
+    /// Transpose the tile `src[i · stride + j]` (`i`, `j` < [`TILE`]) into
+    /// `dst[offsets[j] + i]`.
+    ///
+    /// # Panics
+    ///
+    /// If the tile or a destination row lies outside its slice.
+    #[inline(always)]
+    fn transpose_tile(src: &[Self], stride: usize, dst: &mut [Self], offsets: &[usize; TILE]) {
+        simd::transpose_tile_scalar(src, stride, dst, offsets)
+    }
 }
 
 fn with_scratch_in<T: Copy + Default, R>(
@@ -65,9 +80,15 @@ fn with_scratch_in<T: Copy + Default, R>(
         buf.resize(len, T::default());
     }
     let out = f(&mut buf[..len]);
-    key.with(|slot| slot.set(buf));
+    if buf.len() <= SCRATCH_KEEP_MAX {
+        key.with(|slot| slot.set(buf));
+    }
     out
 }
+
+/// Largest scratch buffer (in elements) a thread keeps between calls; larger ones, needed only
+/// for single images far bigger than the ResNet inputs, are freed after use.
+const SCRATCH_KEEP_MAX: usize = 16 << 20;
 
 impl CpuFloat for f32 {
     fn as_f64(self) -> f64 {
@@ -75,6 +96,10 @@ impl CpuFloat for f32 {
     }
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
         with_scratch_in(&SCRATCH_F32, len, f)
+    }
+    #[inline(always)]
+    fn transpose_tile(src: &[Self], stride: usize, dst: &mut [Self], offsets: &[usize; TILE]) {
+        simd::transpose_tile_f32(src, stride, dst, offsets)
     }
 }
 
@@ -182,10 +207,18 @@ fn common_dtype(op: &'static str, ts: &[&Tensor]) -> Result<DType> {
     let first = ts[0];
     for t in ts {
         if t.device() != Device::Cpu {
-            return Err(TensorError::DeviceMismatch { op, a: Device::Cpu, b: t.device() });
+            return Err(TensorError::DeviceMismatch {
+                op,
+                a: Device::Cpu,
+                b: t.device(),
+            });
         }
         if t.dtype() != first.dtype() {
-            return Err(TensorError::DType { op, expected: first.dtype(), got: t.dtype() });
+            return Err(TensorError::DType {
+                op,
+                expected: first.dtype(),
+                got: t.dtype(),
+            });
         }
     }
     Ok(first.dtype())
@@ -203,7 +236,10 @@ fn expect_dims(op: &'static str, name: &str, t: &Tensor, want: &[usize]) -> Resu
     if t.dims() == want {
         Ok(())
     } else {
-        Err(shape_err(op, format!("{name} has shape {:?}, expected {want:?}", t.dims())))
+        Err(shape_err(
+            op,
+            format!("{name} has shape {:?}, expected {want:?}", t.dims()),
+        ))
     }
 }
 
@@ -212,7 +248,10 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.dims() == b.dims() {
         Ok(())
     } else {
-        Err(shape_err(op, format!("{:?} and {:?} differ", a.dims(), b.dims())))
+        Err(shape_err(
+            op,
+            format!("{:?} and {:?} differ", a.dims(), b.dims()),
+        ))
     }
 }
 
@@ -221,17 +260,26 @@ fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<(usize, usize, usiz
     match *x.dims() {
         [n, c, h, w] => Ok((n, c, h * w)),
         [n, c] => Ok((n, c, 1)),
-        _ => Err(shape_err(op, format!("x must be [N, C, H, W] or [N, C], got {:?}", x.dims()))),
+        _ => Err(shape_err(
+            op,
+            format!("x must be [N, C, H, W] or [N, C], got {:?}", x.dims()),
+        )),
     }
 }
 
 /// Fail unless every label is a class index below `k` and there is one per row.
 fn check_labels(op: &'static str, labels: &[u32], n: usize, k: usize) -> Result<()> {
     if labels.len() != n {
-        return Err(shape_err(op, format!("{} labels for {n} rows", labels.len())));
+        return Err(shape_err(
+            op,
+            format!("{} labels for {n} rows", labels.len()),
+        ));
     }
     match labels.iter().position(|&l| l as usize >= k) {
-        Some(i) => Err(shape_err(op, format!("label {} at row {i} is not below {k}", labels[i]))),
+        Some(i) => Err(shape_err(
+            op,
+            format!("label {} at row {i} is not below {k}", labels[i]),
+        )),
         None => Ok(()),
     }
 }
@@ -289,9 +337,16 @@ impl Backend for CpuBackend {
         expect_dims(OP, "gamma", gamma, &[c])?;
         expect_dims(OP, "beta", beta, &[c])?;
         if n * l == 0 {
-            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
+            return Err(shape_err(
+                OP,
+                format!("no elements per channel in {:?}", x.dims()),
+            ));
         }
-        dispatch!(OP, dt, batch_norm::forward_train(x, gamma, beta, (n, c, l), eps))
+        dispatch!(
+            OP,
+            dt,
+            batch_norm::forward_train(x, gamma, beta, (n, c, l), eps)
+        )
     }
 
     fn batch_norm_forward_eval(
@@ -306,10 +361,19 @@ impl Backend for CpuBackend {
         const OP: &str = "batch_norm_forward_eval";
         let dt = common_dtype(OP, &[x, gamma, beta, mean, var])?;
         let (n, c, l) = batch_norm_layout(OP, x)?;
-        for (name, t) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)] {
+        for (name, t) in [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("mean", mean),
+            ("var", var),
+        ] {
             expect_dims(OP, name, t, &[c])?;
         }
-        dispatch!(OP, dt, batch_norm::forward_eval(x, gamma, beta, mean, var, (n, c, l), eps))
+        dispatch!(
+            OP,
+            dt,
+            batch_norm::forward_eval(x, gamma, beta, mean, var, (n, c, l), eps)
+        )
     }
 
     fn batch_norm_backward(
@@ -328,9 +392,16 @@ impl Backend for CpuBackend {
             expect_dims(OP, name, t, &[c])?;
         }
         if n * l == 0 {
-            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
+            return Err(shape_err(
+                OP,
+                format!("no elements per channel in {:?}", x.dims()),
+            ));
         }
-        dispatch!(OP, dt, batch_norm::backward(dy, x, gamma, mean, invstd, (n, c, l)))
+        dispatch!(
+            OP,
+            dt,
+            batch_norm::backward(dy, x, gamma, mean, invstd, (n, c, l))
+        )
     }
 
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -426,7 +497,10 @@ impl Backend for CpuBackend {
         let [n, i] = dims_n(OP, "x", x)?;
         let [o, wi] = dims_n(OP, "w", w)?;
         if wi != i {
-            return Err(shape_err(OP, format!("x {:?} and w {:?}", x.dims(), w.dims())));
+            return Err(shape_err(
+                OP,
+                format!("x {:?} and w {:?}", x.dims(), w.dims()),
+            ));
         }
         if let Some(b) = b {
             expect_dims(OP, "b", b, &[o])?;
@@ -446,7 +520,10 @@ impl Backend for CpuBackend {
         let [n, i] = dims_n(OP, "x", x)?;
         let [o, wi] = dims_n(OP, "w", w)?;
         if wi != i {
-            return Err(shape_err(OP, format!("x {:?} and w {:?}", x.dims(), w.dims())));
+            return Err(shape_err(
+                OP,
+                format!("x {:?} and w {:?}", x.dims(), w.dims()),
+            ));
         }
         expect_dims(OP, "dy", dy, &[n, o])?;
         dispatch!(OP, dt, linear::backward(dy, x, w, has_bias, (n, i, o)))
@@ -464,7 +541,11 @@ impl Backend for CpuBackend {
             return Err(shape_err(OP, format!("empty logits {:?}", logits.dims())));
         }
         check_labels(OP, labels, n, k)?;
-        dispatch!(OP, dt, loss::softmax_cross_entropy_forward(logits, labels, (n, k)))
+        dispatch!(
+            OP,
+            dt,
+            loss::softmax_cross_entropy_forward(logits, labels, (n, k))
+        )
     }
 
     fn softmax_cross_entropy_backward(
@@ -480,7 +561,11 @@ impl Backend for CpuBackend {
             return Err(shape_err(OP, format!("empty probs {:?}", probs.dims())));
         }
         check_labels(OP, labels, n, k)?;
-        dispatch!(OP, dt, loss::softmax_cross_entropy_backward(probs, labels, dloss, (n, k)))
+        dispatch!(
+            OP,
+            dt,
+            loss::softmax_cross_entropy_backward(probs, labels, dloss, (n, k))
+        )
     }
 
     fn add_assign(&self, dst: &mut Tensor, src: &Tensor) -> Result<()> {

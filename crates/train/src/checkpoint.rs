@@ -1,0 +1,161 @@
+//! Checkpoints: `runs/<name>/checkpoints/step-N/` holds `model.safetensors` (parameters and
+//! buffers, readable by other tools), `optimizer.safetensors` (momentum buffers by parameter
+//! name) and `state.json` (where training stands). Rank 0 writes each one into a hidden
+//! temporary directory and renames it into place, so a crash mid-write leaves the previous
+//! checkpoints intact; the newest `keep` are kept.
+//!
+//! Randomness needs no saved state: shuffling, augmentation and dropout streams are derived
+//! from (seed, epoch, rank, position), so the epoch and the batch within it restore them.
+
+use crate::error::{io_err, Result, TrainError};
+use crate::weights::{load_weights, save_weights, save_tensors};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use strata_nn::{named_buffers, named_parameters, Module};
+use strata_tensor::Tensor;
+
+/// Where training stands, as written to `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The epoch the next step belongs to.
+    pub epoch: u64,
+    /// Global batches of `epoch` already consumed.
+    pub batch_in_epoch: u64,
+    /// Seed of the sampler, augmentation and initialisation streams.
+    pub seed: u64,
+    /// Workers that wrote this checkpoint, and their global batch.
+    pub world_size: usize,
+    pub global_batch: usize,
+    /// Hash of the resolved config (without its resume and logging settings).
+    pub config_hash: String,
+    /// The learning-rate schedule's position is the step; this is its value there, for humans.
+    pub lr: f64,
+}
+
+/// The checkpoints directory of a run.
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Write a checkpoint of `model`, the optimizer's `optimizer_state` and `state` under
+/// `run_dir`, then delete all but the newest `keep`. Returns the checkpoint's directory.
+pub fn save(
+    run_dir: &Path,
+    model: &dyn Module,
+    optimizer_state: &[(String, Tensor)],
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = checkpoints_dir(run_dir);
+    let final_dir = root.join(format!("step-{}", state.step));
+    let tmp = root.join(format!(".step-{}.tmp", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    save_weights(model, &tmp.join("model.safetensors"))?;
+    save_tensors(optimizer_state, &tmp.join("optimizer.safetensors"))?;
+    let json = serde_json::to_string_pretty(state).expect("TrainState serialises");
+    std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io_err(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir))?;
+    prune(&root, keep)?;
+    Ok(final_dir)
+}
+
+/// Complete checkpoints under `root`, oldest first, as (step, directory).
+pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(out) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) {
+            if entry.path().join("state.json").is_file() {
+                out.push((step, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let all = list(root)?;
+    for (_, dir) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// The checkpoint directory that `resume` names: `latest` (the newest complete checkpoint of
+/// the run) or a path to a `step-N` directory.
+pub fn resolve(run_dir: &Path, resume: &str) -> Result<PathBuf> {
+    if resume == "latest" {
+        let root = checkpoints_dir(run_dir);
+        return list(&root)?.pop().map(|(_, dir)| dir).ok_or_else(|| TrainError::Config {
+            path: "checkpoint.resume".into(),
+            detail: format!(
+                "no complete checkpoint under {}; start without --resume",
+                root.display()
+            ),
+        });
+    }
+    let dir = PathBuf::from(resume);
+    if dir.join("state.json").is_file() {
+        Ok(dir)
+    } else {
+        Err(TrainError::Config {
+            path: "checkpoint.resume".into(),
+            detail: format!("{resume} is not a checkpoint directory (no state.json in it)"),
+        })
+    }
+}
+
+/// What a checkpoint holds, read back.
+pub struct Loaded {
+    pub state: TrainState,
+    pub optimizer: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// Load the checkpoint in `dir` into `model` (parameters and buffers, matched by name) and
+/// return the optimizer tensors and the training state.
+pub fn load(dir: &Path, model: &dyn Module) -> Result<Loaded> {
+    let weights = load_weights(&dir.join("model.safetensors"))?;
+    let missing = |name: &str| TrainError::Config {
+        path: dir.join("model.safetensors").display().to_string(),
+        detail: format!("has no tensor {name}; was it written for another model?"),
+    };
+    for (name, p) in named_parameters(model) {
+        let (dims, values) = weights.get(&name).ok_or_else(|| missing(&name))?;
+        let restored = restore(dims, values, p.value().dims(), &name, dir)?;
+        *p.value_mut() = restored;
+    }
+    for (name, b) in named_buffers(model) {
+        let (dims, values) = weights.get(&name).ok_or_else(|| missing(&name))?;
+        let restored = restore(dims, values, b.borrow().dims(), &name, dir)?;
+        *b.borrow_mut() = restored;
+    }
+    let optimizer = load_weights(&dir.join("optimizer.safetensors"))?;
+    let text = std::fs::read_to_string(dir.join("state.json"))
+        .map_err(io_err(dir.join("state.json")))?;
+    let state = serde_json::from_str(&text).map_err(|e| TrainError::Config {
+        path: dir.join("state.json").display().to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(Loaded { state, optimizer })
+}
+
+fn restore(dims: &[usize], values: &[f32], want: &[usize], name: &str, dir: &Path) -> Result<Tensor> {
+    if dims != want {
+        return Err(TrainError::Config {
+            path: dir.display().to_string(),
+            detail: format!("{name} has shape {dims:?} in the checkpoint but {want:?} in the model"),
+        });
+    }
+    Ok(Tensor::from_vec(values.to_vec(), dims)?)
+}
