@@ -1,5 +1,6 @@
 //! Element-wise CPU kernels (relu, add, scale, mul and their in-place forms, sum of squares)
-//! and the lane-parallel f64 reductions that other kernels share.
+//! and the blocked reductions that batch norm and pooling share (sums in the input's dtype
+//! within blocks of at most [`REDUCE_CHUNK`] elements, in f64 across blocks).
 //!
 //! Large tensors are split over threads in chunks of at least [`PAR_GRAIN`] elements; small
 //! ones, and every tensor when the pool has one thread, stay on the calling thread.
@@ -267,13 +268,6 @@ pub(super) fn sum_planes<'a, T: CpuFloat>(
     )
 }
 
-/// [`sum_planes`] over one pair of slices, cut into blocks of [`REDUCE_CHUNK`].
-#[inline(always)]
-fn blocked_sum<T: CpuFloat>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
-    let b = if b.is_empty() { a } else { b };
-    sum_planes(a.chunks(REDUCE_CHUNK).zip(b.chunks(REDUCE_CHUNK)), f)
-}
-
 /// `Σ x²` with every square and sum in f64 (exact to f64 rounding; not a hot path).
 fn sum_sq_f64<T: CpuFloat>(xs: &[T]) -> f64 {
     const W: usize = 8;
@@ -298,11 +292,11 @@ fn sum_sq_f64<T: CpuFloat>(xs: &[T]) -> f64 {
     )
 }
 
-/// `Σ x`, with an f64 total.
+/// `Σ x`, with an f64 total (see [`REDUCE_CHUNK`]).
 pub(super) fn sum_f64<T: CpuFloat>(xs: &[T]) -> f64 {
-    blocked_sum(
-        xs,
-        &[],
+    let blocks = xs.chunks(REDUCE_CHUNK).map(|b| (b, b));
+    sum_planes(
+        blocks,
         #[inline(always)]
         |x, _| x,
     )
