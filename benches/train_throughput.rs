@@ -81,8 +81,17 @@ fn main() {
         let x = Tensor::from_vec(x, [a.batch, a.in_ch, a.size, a.size]).expect("shape");
         let labels: Vec<u32> = (0..a.batch).map(|_| rng.gen_range(0..10)).collect();
         let mut step = || {
-            train_step(&model, &params, &mut opt, &mut comm, x.clone(), &labels, 0.1, &Ctx::default())
-                .expect("training step");
+            train_step(
+                &model,
+                &params,
+                &mut opt,
+                &mut comm,
+                x.clone(),
+                &labels,
+                0.1,
+                &Ctx::default(),
+            )
+            .expect("training step");
         };
 
         for _ in 0..2 {

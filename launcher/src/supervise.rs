@@ -8,8 +8,8 @@
 //! `lines`). Workers die with the launcher (parent-death signal), so no orphan survives it.
 
 use crate::JobArgs;
-use std::io::IsTerminal;
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
@@ -68,7 +68,8 @@ async fn supervise(mut args: RunArgs) -> Result<ExitCode, String> {
         args.job.overrides.push("checkpoint.resume=latest".into());
     }
     // Check the config here, so a typo fails once, before any worker starts.
-    strata::train::Config::load(&args.job.config, &args.job.overrides).map_err(|e| e.to_string())?;
+    strata::train::Config::load(&args.job.config, &args.job.overrides)
+        .map_err(|e| e.to_string())?;
     let n = args.nproc_per_node;
     if n == 0 || args.nnodes == 0 || args.node_rank >= args.nnodes {
         return Err(format!(

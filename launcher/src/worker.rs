@@ -36,7 +36,9 @@ fn train(args: &JobArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global()?;
 
-    let timeout = Duration::from_secs(env_usize("STRATA_COMM_TIMEOUT").map_or(DEFAULT_COMM_TIMEOUT_S, |s| s as u64));
+    let timeout = Duration::from_secs(
+        env_usize("STRATA_COMM_TIMEOUT").map_or(DEFAULT_COMM_TIMEOUT_S, |s| s as u64),
+    );
     let mut group = ProcessGroup::from_env(timeout)?;
     let progress = match std::env::var("STRATA_PROGRESS").as_deref() {
         Ok("bar") => ProgressMode::Bar,

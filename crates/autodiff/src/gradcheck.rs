@@ -66,9 +66,11 @@ pub fn check_gradients(
             xs[i].as_mut_slice::<f64>()?[j] = base - h;
             let minus = objective(&xs)?;
             let numeric = (plus - minus) / (2.0 * h);
-            let err = (analytic[j] - numeric).abs() / 1f64.max(analytic[j].abs()).max(numeric.abs());
+            let err =
+                (analytic[j] - numeric).abs() / 1f64.max(analytic[j].abs()).max(numeric.abs());
             if err > report.max_rel_error {
-                report = GradCheckReport { max_rel_error: err, worst: (i, j, analytic[j], numeric) };
+                report =
+                    GradCheckReport { max_rel_error: err, worst: (i, j, analytic[j], numeric) };
             }
         }
     }

@@ -10,4 +10,4 @@ mod tape;
 
 pub use error::{AutodiffError, Result};
 pub use param::Param;
-pub use tape::{Gradients, GradReadyHook, Tape, Var};
+pub use tape::{GradReadyHook, Gradients, Tape, Var};

@@ -17,7 +17,8 @@ pub fn conv2d(x: &Var, w: &Var, p: Conv2dParams) -> Result<Var> {
         } else {
             None
         };
-        let dw = if need_dw { Some(b.conv2d_backward_filter(dy, &xv, dims4(&wv)?, p)?) } else { None };
+        let dw =
+            if need_dw { Some(b.conv2d_backward_filter(dy, &xv, dims4(&wv)?, p)?) } else { None };
         Ok(vec![dx, dw])
     })
 }
@@ -31,7 +32,12 @@ fn dims4(t: &Tensor) -> Result<[usize; 4]> {
 
 /// Batch norm with batch statistics (training mode). Returns the output and the batch mean and
 /// biased variance, from which the caller updates running statistics. Saves the input.
-pub fn batch_norm_train(x: &Var, gamma: &Var, beta: &Var, eps: f64) -> Result<(Var, Tensor, Tensor)> {
+pub fn batch_norm_train(
+    x: &Var,
+    gamma: &Var,
+    beta: &Var,
+    eps: f64,
+) -> Result<(Var, Tensor, Tensor)> {
     let xv = x.value().clone();
     let gv = gamma.value().clone();
     let BatchNormOutput { y, mean, var, invstd } =
@@ -55,7 +61,8 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> Result<Var> {
     let xv = x.value();
-    let y = xv.backend()?.batch_norm_forward_eval(xv, gamma.value(), beta.value(), mean, var, eps)?;
+    let y =
+        xv.backend()?.batch_norm_forward_eval(xv, gamma.value(), beta.value(), mean, var, eps)?;
     Ok(Var::constant(y))
 }
 
@@ -130,7 +137,8 @@ pub fn reshape(x: &Var, dims: &[usize]) -> Result<Var> {
 /// Mean softmax cross-entropy of `logits: [N, K]` against `labels`; a `[1]` loss. Saves the
 /// probabilities.
 pub fn softmax_cross_entropy(logits: &Var, labels: &[u32]) -> Result<Var> {
-    let (loss, probs) = logits.value().backend()?.softmax_cross_entropy_forward(logits.value(), labels)?;
+    let (loss, probs) =
+        logits.value().backend()?.softmax_cross_entropy_forward(logits.value(), labels)?;
     let labels = labels.to_vec();
     Var::record("softmax_cross_entropy", &[logits], loss, move |dloss| {
         let d = dloss.to_scalar()?;

@@ -108,7 +108,9 @@ impl Var {
         for v in inputs {
             if let (Some(t), Some(_)) = (&v.tape, v.id) {
                 match tape {
-                    Some(seen) if !Rc::ptr_eq(seen, t) => return Err(AutodiffError::MixedTapes(op)),
+                    Some(seen) if !Rc::ptr_eq(seen, t) => {
+                        return Err(AutodiffError::MixedTapes(op))
+                    }
                     _ => tape = Some(t),
                 }
             }

@@ -40,10 +40,9 @@ fn run() -> Result<(), String> {
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     let world = match args.iter().position(|a| a == "--world") {
-        Some(at) => args
-            .get(at + 1)
-            .and_then(|n| n.parse().ok())
-            .ok_or("--world takes a number")?,
+        Some(at) => {
+            args.get(at + 1).and_then(|n| n.parse().ok()).ok_or("--world takes a number")?
+        }
         None => 2,
     };
     if world == 0 {
@@ -97,10 +96,7 @@ fn run_threads(server: &StoreServer, world: usize) -> Result<(), String> {
         .map(|rank| {
             std::thread::spawn(move || -> Result<(), String> {
                 let store = StoreClient::connect(addr, TIMEOUT).map_err(|e| e.to_string())?;
-                let opts = RingOptions {
-                    timeout: TIMEOUT,
-                    ..RingOptions::default()
-                };
+                let opts = RingOptions { timeout: TIMEOUT, ..RingOptions::default() };
                 let mut ring =
                     TcpRing::connect(&store, rank, world, opts).map_err(|e| e.to_string())?;
                 measure(&mut ring, "threads")
@@ -119,27 +115,20 @@ fn measure(comm: &mut dyn Communicator, mode: &str) -> Result<(), String> {
     for (mib, iters) in SIZES_MIB {
         let bytes = mib << 20;
         let mut buf = vec![1.0f32; bytes / 4];
-        comm.all_reduce(&mut buf, ReduceOp::Mean)
-            .map_err(|e| e.to_string())?; // warm-up
+        comm.all_reduce(&mut buf, ReduceOp::Mean).map_err(|e| e.to_string())?; // warm-up
 
         comm.barrier().map_err(|e| e.to_string())?;
         let start = Instant::now();
         for _ in 0..iters {
-            comm.all_reduce(&mut buf, ReduceOp::Mean)
-                .map_err(|e| e.to_string())?;
+            comm.all_reduce(&mut buf, ReduceOp::Mean).map_err(|e| e.to_string())?;
         }
         let mut seconds = [start.elapsed().as_secs_f64() / iters as f64];
-        comm.all_reduce_f64(&mut seconds, ReduceOp::Max)
-            .map_err(|e| e.to_string())?;
+        comm.all_reduce_f64(&mut seconds, ReduceOp::Max).map_err(|e| e.to_string())?;
         if buf.iter().any(|&x| x != 1.0) {
             return Err(format!("a mean of ones was not one at {mib} MiB"));
         }
 
-        let memcpy = if comm.rank() == 0 {
-            memcpy_gbps(bytes, iters)
-        } else {
-            0.0
-        };
+        let memcpy = if comm.rank() == 0 { memcpy_gbps(bytes, iters) } else { 0.0 };
         comm.barrier().map_err(|e| e.to_string())?;
         if comm.rank() == 0 {
             let algbw = bytes as f64 / seconds[0] / 1e9;

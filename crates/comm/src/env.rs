@@ -41,10 +41,8 @@ impl LaunchEnv {
     ///
     /// As [`from_env`](Self::from_env).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<LaunchEnv> {
-        let world_size = parse(&lookup, "WORLD_SIZE")?.ok_or(CommError::Env {
-            var: "WORLD_SIZE",
-            problem: "is not set".into(),
-        })?;
+        let world_size = parse(&lookup, "WORLD_SIZE")?
+            .ok_or(CommError::Env { var: "WORLD_SIZE", problem: "is not set".into() })?;
         if world_size == 0 {
             return Err(CommError::Env {
                 var: "WORLD_SIZE",
@@ -57,28 +55,17 @@ impl LaunchEnv {
         let rank = match parse(&lookup, "RANK")? {
             Some(rank) => rank,
             None if alone => 0,
-            None => {
-                return Err(CommError::Env {
-                    var: "RANK",
-                    problem: "is not set".into(),
-                })
-            }
+            None => return Err(CommError::Env { var: "RANK", problem: "is not set".into() }),
         };
         if rank >= world_size {
             let problem = format!("= {rank} is not below WORLD_SIZE = {world_size}");
-            return Err(CommError::Env {
-                var: "RANK",
-                problem,
-            });
+            return Err(CommError::Env { var: "RANK", problem });
         }
 
         let master = match master_addr {
             None if alone => None,
             None => {
-                return Err(CommError::Env {
-                    var: "MASTER_ADDR",
-                    problem: "is not set".into(),
-                })
+                return Err(CommError::Env { var: "MASTER_ADDR", problem: "is not set".into() })
             }
             Some(host) => {
                 let port = parse_port(&lookup)?;
@@ -125,20 +112,12 @@ impl ProcessGroup {
     /// As [`init_from_env`].
     pub fn from_launch_env(env: LaunchEnv, timeout: Duration) -> Result<ProcessGroup> {
         let Some(master) = env.master.clone() else {
-            return Ok(ProcessGroup {
-                comm: Box::new(SingleProcess),
-                store: None,
-                env,
-            });
+            return Ok(ProcessGroup { comm: Box::new(SingleProcess), store: None, env });
         };
         let store = StoreClient::connect(master.as_str(), timeout)?;
         let opts = RingOptions::for_store(&store, timeout);
         let ring = TcpRing::connect(&store, env.rank, env.world_size, opts)?;
-        Ok(ProcessGroup {
-            comm: Box::new(ring),
-            store: Some(store),
-            env,
-        })
+        Ok(ProcessGroup { comm: Box::new(ring), store: Some(store), env })
     }
 }
 
@@ -169,10 +148,8 @@ fn parse(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<
 }
 
 fn parse_port(lookup: &impl Fn(&str) -> Option<String>) -> Result<u16> {
-    let text = lookup("MASTER_PORT").ok_or(CommError::Env {
-        var: "MASTER_PORT",
-        problem: "is not set".into(),
-    })?;
+    let text = lookup("MASTER_PORT")
+        .ok_or(CommError::Env { var: "MASTER_PORT", problem: "is not set".into() })?;
     match text.trim().parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
         _ => Err(CommError::Env {

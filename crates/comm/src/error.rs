@@ -185,10 +185,7 @@ pub enum CommError {
 impl CommError {
     /// Wraps an I/O error with a description of what was being done.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        CommError::Io {
-            context: context.into(),
-            source,
-        }
+        CommError::Io { context: context.into(), source }
     }
 
     /// Whether this error is a deadline that passed (a collective, a connection or a store key).
@@ -203,8 +200,5 @@ impl CommError {
 /// Whether an I/O error is a socket timeout (reported as `WouldBlock` on Unix, `TimedOut` on
 /// Windows).
 pub(crate) fn is_io_timeout(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }

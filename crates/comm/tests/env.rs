@@ -10,10 +10,8 @@ use strata_comm::{CommError, LaunchEnv, ProcessGroup, ReduceOp};
 
 /// A lookup over fixed `(name, value)` pairs, standing in for the process environment.
 fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let map: HashMap<String, String> =
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     move |name| map.get(name).cloned()
 }
 
@@ -59,29 +57,16 @@ fn a_world_of_one_needs_no_store() {
 #[test]
 fn missing_or_malformed_variables_are_named() {
     let message = env_error(&[]);
-    assert!(
-        message.contains("WORLD_SIZE") && message.contains("launcher run"),
-        "{message}"
-    );
+    assert!(message.contains("WORLD_SIZE") && message.contains("launcher run"), "{message}");
 
-    let message = env_error(&[
-        ("WORLD_SIZE", "2"),
-        ("MASTER_ADDR", "h"),
-        ("MASTER_PORT", "1"),
-    ]);
+    let message = env_error(&[("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")]);
     assert!(message.contains("RANK is not set"), "{message}");
 
     let message = env_error(&[("WORLD_SIZE", "2"), ("RANK", "abc")]);
-    assert!(
-        message.contains("RANK") && message.contains("\"abc\""),
-        "{message}"
-    );
+    assert!(message.contains("RANK") && message.contains("\"abc\""), "{message}");
 
     let message = env_error(&[("WORLD_SIZE", "2"), ("RANK", "2")]);
-    assert!(
-        message.contains("RANK") && message.contains("not below"),
-        "{message}"
-    );
+    assert!(message.contains("RANK") && message.contains("not below"), "{message}");
 
     let message = env_error(&[("WORLD_SIZE", "2"), ("RANK", "0")]);
     assert!(message.contains("MASTER_ADDR"), "{message}");
@@ -89,12 +74,7 @@ fn missing_or_malformed_variables_are_named() {
     let message = env_error(&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "h")]);
     assert!(message.contains("MASTER_PORT"), "{message}");
 
-    let pairs = [
-        ("WORLD_SIZE", "2"),
-        ("RANK", "0"),
-        ("MASTER_ADDR", "h"),
-        ("MASTER_PORT", "0"),
-    ];
+    let pairs = [("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "0")];
     assert!(env_error(&pairs).contains("MASTER_PORT"));
 }
 

@@ -149,11 +149,7 @@ fn all_reduce_f64_sum_mean_max() {
 fn max_propagates_nan_from_any_rank() {
     let results = on_ring(2, |ring| {
         // Rank 1 holds a NaN in element 0 (an overflow flag, say); rank 0 a larger number.
-        let mut buf = if ring.rank() == 0 {
-            vec![5.0f32, 1.0]
-        } else {
-            vec![f32::NAN, 2.0]
-        };
+        let mut buf = if ring.rank() == 0 { vec![5.0f32, 1.0] } else { vec![f32::NAN, 2.0] };
         ring.all_reduce(&mut buf, ReduceOp::Max).unwrap();
         buf
     });

@@ -24,11 +24,8 @@ fn broadcast_from_root_0_and_root_1_reaches_every_rank() {
             let mut outputs = Vec::new();
             for root in [0, 1] {
                 for len in lens {
-                    let mut buf = if ring.rank() == root {
-                        payload(root, len)
-                    } else {
-                        vec![-1.0; len]
-                    };
+                    let mut buf =
+                        if ring.rank() == root { payload(root, len) } else { vec![-1.0; len] };
                     ring.broadcast(&mut buf, root).unwrap();
                     outputs.push((root, len, buf));
                 }
@@ -61,19 +58,12 @@ fn broadcast_bytes_resizes_every_rank_to_the_roots_bytes() {
         let first = buf;
 
         // Then an empty broadcast from root 0 empties everyone.
-        let mut buf = if ring.rank() == 0 {
-            Vec::new()
-        } else {
-            b"x".to_vec()
-        };
+        let mut buf = if ring.rank() == 0 { Vec::new() } else { b"x".to_vec() };
         ring.broadcast_bytes(&mut buf, 0).unwrap();
         (first, buf)
     });
     for (rank, (first, second)) in results.iter().enumerate() {
-        assert!(
-            *first == message,
-            "rank {rank} did not receive root 1's bytes"
-        );
+        assert!(*first == message, "rank {rank} did not receive root 1's bytes");
         assert!(second.is_empty(), "rank {rank} kept {second:?}");
     }
 }
@@ -89,9 +79,8 @@ fn all_gather_bytes_returns_every_ranks_bytes_in_rank_order() {
         }
     };
     for world in [2, 3, 4] {
-        let results = on_ring(world, move |ring| {
-            ring.all_gather_bytes(&local(ring.rank())).unwrap()
-        });
+        let results =
+            on_ring(world, move |ring| ring.all_gather_bytes(&local(ring.rank())).unwrap());
         let want: Vec<Vec<u8>> = (0..world).map(local).collect();
         for (rank, got) in results.iter().enumerate() {
             assert_eq!(got, &want, "world {world}, rank {rank}");
@@ -183,10 +172,7 @@ fn different_buffer_lengths_are_a_mismatch_naming_both_ranks() {
             "rank {rank}: {first}"
         );
         assert!(first.to_string().contains("len 4") && first.to_string().contains("len 5"));
-        assert!(
-            matches!(after, CommError::Broken { .. }),
-            "rank {rank}: {after}"
-        );
+        assert!(matches!(after, CommError::Broken { .. }), "rank {rank}: {after}");
     }
 }
 
@@ -203,12 +189,6 @@ fn different_collectives_at_the_same_step_are_reported() {
     // Rank 1 (in broadcast) reads rank 0's all_reduce header. Rank 0 then sees either rank 1's
     // hang-up or nothing at all, depending on timing; both must be errors, not hangs.
     let message = results[1].to_string();
-    assert!(
-        matches!(results[1], CommError::Mismatch { .. }),
-        "{message}"
-    );
-    assert!(
-        message.contains("broadcast") && message.contains("all_reduce"),
-        "{message}"
-    );
+    assert!(matches!(results[1], CommError::Mismatch { .. }), "{message}");
+    assert!(message.contains("broadcast") && message.contains("all_reduce"), "{message}");
 }

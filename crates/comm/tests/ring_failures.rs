@@ -42,10 +42,7 @@ fn a_rank_that_never_joins_fails_connect_with_a_timeout_naming_it() {
             "rank {rank}: {err}"
         );
         assert!(err.to_string().contains("[2]"), "{err}");
-        assert!(
-            elapsed < FAIL_WITHIN,
-            "rank {rank} took {elapsed:?} to fail"
-        );
+        assert!(elapsed < FAIL_WITHIN, "rank {rank} took {elapsed:?} to fail");
     }
 }
 
@@ -64,9 +61,7 @@ fn a_rank_that_skips_a_collective_times_out_the_others_naming_it() {
     let mut ring = join(addr, 0, 2, SHORT).unwrap();
 
     let start = Instant::now();
-    let err = ring
-        .all_reduce(&mut [1.0; 1000], ReduceOp::Sum)
-        .unwrap_err();
+    let err = ring.all_reduce(&mut [1.0; 1000], ReduceOp::Sum).unwrap_err();
     let elapsed = start.elapsed();
     release.send(()).unwrap();
     idle.join().unwrap();
@@ -77,22 +72,13 @@ fn a_rank_that_skips_a_collective_times_out_the_others_naming_it() {
         "{err}"
     );
     let message = err.to_string();
-    assert!(
-        message.contains("all_reduce #1") && message.contains("[1]"),
-        "{message}"
-    );
-    assert!(
-        elapsed >= SHORT - Duration::from_millis(100),
-        "failed early, after {elapsed:?}"
-    );
+    assert!(message.contains("all_reduce #1") && message.contains("[1]"), "{message}");
+    assert!(elapsed >= SHORT - Duration::from_millis(100), "failed early, after {elapsed:?}");
     assert!(elapsed < FAIL_WITHIN, "took {elapsed:?} to fail");
 
     // The ring is unusable afterwards, and says why.
     let again = ring.barrier().unwrap_err();
-    assert!(
-        matches!(again, CommError::Broken { rank: 0, .. }),
-        "{again}"
-    );
+    assert!(matches!(again, CommError::Broken { rank: 0, .. }), "{again}");
 }
 
 #[test]
@@ -123,15 +109,7 @@ fn a_rank_that_exits_fails_the_next_collective_naming_it() {
     // neighbour 0 hanging up.
     let (err, elapsed) = results[0].as_ref().unwrap();
     assert!(
-        matches!(
-            err,
-            CommError::PeerClosed {
-                collective: "all_reduce",
-                seq: 2,
-                peer: 2,
-                ..
-            }
-        ),
+        matches!(err, CommError::PeerClosed { collective: "all_reduce", seq: 2, peer: 2, .. }),
         "{err}"
     );
     assert!(*elapsed < FAIL_WITHIN, "rank 0 took {elapsed:?} to notice");

@@ -18,11 +18,7 @@ fn client(server: &StoreServer) -> StoreClient {
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -54,10 +50,7 @@ fn get_waits_for_a_later_set_from_another_client() {
         writer.set("late", b"here").unwrap();
     });
     // The key does not exist yet when the get starts; it arrives ~200 ms later.
-    assert_eq!(
-        reader.get("late", Duration::from_secs(10)).unwrap(),
-        b"here"
-    );
+    assert_eq!(reader.get("late", Duration::from_secs(10)).unwrap(), b"here");
     setter.join().unwrap();
 }
 
@@ -66,13 +59,8 @@ fn get_timeout_names_the_key() {
     let server = server();
     let store = client(&server);
 
-    let err = store
-        .get("ring/0/addr/3", Duration::from_millis(200))
-        .unwrap_err();
-    assert!(
-        matches!(&err, CommError::KeyTimeout { key, .. } if key == "ring/0/addr/3"),
-        "{err}"
-    );
+    let err = store.get("ring/0/addr/3", Duration::from_millis(200)).unwrap_err();
+    assert!(matches!(&err, CommError::KeyTimeout { key, .. } if key == "ring/0/addr/3"), "{err}");
     assert!(err.to_string().contains("ring/0/addr/3"), "{err}");
     assert!(err.is_timeout());
 
@@ -99,12 +87,7 @@ fn add_is_an_atomic_counter_stored_as_decimal_text() {
             std::thread::spawn(move || {
                 let own = shared.try_clone().unwrap();
                 for _ in 0..50 {
-                    if t % 2 == 0 {
-                        shared.add("c", 1)
-                    } else {
-                        own.add("c", 1)
-                    }
-                    .unwrap();
+                    if t % 2 == 0 { shared.add("c", 1) } else { own.add("c", 1) }.unwrap();
                 }
             })
         })
@@ -132,10 +115,7 @@ fn delete_removes_a_key_and_says_whether_it_existed() {
 
     assert!(store.delete("gone").unwrap());
     assert!(!store.delete("gone").unwrap());
-    assert!(store
-        .get("gone", Duration::from_millis(50))
-        .unwrap_err()
-        .is_timeout());
+    assert!(store.get("gone", Duration::from_millis(50)).unwrap_err().is_timeout());
 }
 
 #[test]
@@ -154,13 +134,8 @@ fn a_port_in_use_is_a_clear_error_naming_the_port() {
     let first = server();
     let addr = first.local_addr();
 
-    let err = StoreServer::start(addr)
-        .err()
-        .expect("second bind of the same port fails");
-    assert!(
-        matches!(err, CommError::PortInUse { port, .. } if port == addr.port()),
-        "{err}"
-    );
+    let err = StoreServer::start(addr).err().expect("second bind of the same port fails");
+    assert!(matches!(err, CommError::PortInUse { port, .. } if port == addr.port()), "{err}");
     let message = err.to_string();
     assert!(message.contains(&addr.port().to_string()), "{message}");
     assert!(message.contains("--master-port"), "{message}");
@@ -174,10 +149,7 @@ fn connect_retries_until_the_server_listens() {
 
     std::thread::sleep(Duration::from_millis(300));
     let server = StoreServer::start(addr).expect("the port freed above is still free");
-    let store = worker
-        .join()
-        .unwrap()
-        .expect("connect succeeds once the server is up");
+    let store = worker.join().unwrap().expect("connect succeeds once the server is up");
     store.set("up", b"1").unwrap();
     assert_eq!(client(&server).get("up", Duration::ZERO).unwrap(), b"1");
 }
@@ -186,9 +158,7 @@ fn connect_retries_until_the_server_listens() {
 fn connect_gives_up_after_its_timeout_naming_the_address() {
     let addr = format!("127.0.0.1:{}", free_port());
 
-    let err = StoreClient::connect(addr.as_str(), Duration::from_millis(300))
-        .err()
-        .unwrap();
+    let err = StoreClient::connect(addr.as_str(), Duration::from_millis(300)).err().unwrap();
     assert!(matches!(err, CommError::Connect { .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains(&addr), "{message}");

@@ -124,15 +124,11 @@ impl ImageDataset {
             ));
         }
         if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return invalid(format!(
-                "mean {mean:?} must be finite and std {std:?} positive"
-            ));
+            return invalid(format!("mean {mean:?} must be finite and std {std:?} positive"));
         }
         if let Some(i) = labels.iter().position(|&l| l as usize >= num_classes) {
             let l = labels[i];
-            return invalid(format!(
-                "label {l} of sample {i} is not below {num_classes} classes"
-            ));
+            return invalid(format!("label {l} of sample {i} is not below {num_classes} classes"));
         }
 
         let table = mean
@@ -169,22 +165,13 @@ impl ImageDataset {
                     "image IDX file has dims {:?}; expected [N, H, W] or [N, C, H, W]",
                     image_array.dims
                 );
-                return Err(DataError::BadContent {
-                    path: images.to_path_buf(),
-                    what,
-                });
+                return Err(DataError::BadContent { path: images.to_path_buf(), what });
             }
         };
         let label_array = read_idx(labels)?;
         if label_array.dims.len() != 1 {
-            let what = format!(
-                "label IDX file has dims {:?}; expected [N]",
-                label_array.dims
-            );
-            return Err(DataError::BadContent {
-                path: labels.to_path_buf(),
-                what,
-            });
+            let what = format!("label IDX file has dims {:?}; expected [N]", label_array.dims);
+            return Err(DataError::BadContent { path: labels.to_path_buf(), what });
         }
         if image_array.dims[0] != label_array.dims[0] {
             return Err(DataError::CountMismatch {
@@ -196,14 +183,7 @@ impl ImageDataset {
         }
 
         let num_classes = label_array.data.iter().max().map_or(0, |&m| m as usize + 1);
-        Self::new(
-            image_array.data,
-            label_array.data,
-            shape,
-            num_classes,
-            mean,
-            std,
-        )
+        Self::new(image_array.data, label_array.data, shape, num_classes, mean, std)
     }
 
     /// Keeps only the first `n` samples (all of them if there are fewer).
@@ -251,11 +231,7 @@ impl Dataset for ImageDataset {
 
     fn get(&self, index: usize, out: &mut [f32]) -> u32 {
         let sample_len = self.sample_len();
-        assert_eq!(
-            out.len(),
-            sample_len,
-            "output buffer length for sample {index}"
-        );
+        assert_eq!(out.len(), sample_len, "output buffer length for sample {index}");
         let pixels = &self.pixels[index * sample_len..(index + 1) * sample_len];
         let plane = self.shape[1] * self.shape[2];
 
@@ -281,13 +257,7 @@ impl Dataset for ImageDataset {
 /// [`DataError::NotFound`] naming the fetch command if a file is missing; otherwise those of
 /// [`ImageDataset::from_idx`].
 pub fn fashion_mnist(dir: &Path, split: Split) -> Result<ImageDataset> {
-    mnist_like(
-        dir,
-        split,
-        "fashion-mnist",
-        &FASHION_MNIST_MEAN,
-        &FASHION_MNIST_STD,
-    )
+    mnist_like(dir, split, "fashion-mnist", &FASHION_MNIST_MEAN, &FASHION_MNIST_STD)
 }
 
 /// MNIST from `dir` (the folder `scripts/fetch-data.sh mnist` fills), normalised with
@@ -384,14 +354,8 @@ fn read_cifar10_file(path: &Path, pixels: &mut Vec<u8>, labels: &mut Vec<u8>) ->
     labels.reserve(whole);
     for (i, record) in bytes.chunks_exact(CIFAR10_RECORD).enumerate() {
         if record[0] >= 10 {
-            let what = format!(
-                "record {i} has label {}; CIFAR-10 labels are 0..=9",
-                record[0]
-            );
-            return Err(DataError::BadContent {
-                path: path.to_path_buf(),
-                what,
-            });
+            let what = format!("record {i} has label {}; CIFAR-10 labels are 0..=9", record[0]);
+            return Err(DataError::BadContent { path: path.to_path_buf(), what });
         }
         labels.push(record[0]);
         pixels.extend_from_slice(&record[1..]);
@@ -424,12 +388,7 @@ impl SyntheticDataset {
                  {num_classes}"
             )));
         }
-        Ok(SyntheticDataset {
-            len,
-            shape,
-            num_classes,
-            seed,
-        })
+        Ok(SyntheticDataset { len, shape, num_classes, seed })
     }
 }
 
@@ -448,11 +407,7 @@ impl Dataset for SyntheticDataset {
 
     fn get(&self, index: usize, out: &mut [f32]) -> u32 {
         assert!(index < self.len, "synthetic sample {index} of {}", self.len);
-        assert_eq!(
-            out.len(),
-            self.sample_len(),
-            "output buffer length for sample {index}"
-        );
+        assert_eq!(out.len(), self.sample_len(), "output buffer length for sample {index}");
         let label = index % self.num_classes;
         let mut prototype = rng::stream(Purpose::Synthetic, [self.seed, 1, 0], label as u64);
         let mut noise = rng::stream(Purpose::Synthetic, [self.seed, 0, 0], index as u64);
@@ -567,15 +522,8 @@ mod tests {
 
     #[test]
     fn subset_and_take_select_samples() {
-        let ds = ImageDataset::new(
-            (0..6).collect(),
-            vec![0, 1, 2],
-            [1, 1, 2],
-            3,
-            &[0.0],
-            &[1.0],
-        )
-        .unwrap();
+        let ds = ImageDataset::new((0..6).collect(), vec![0, 1, 2], [1, 1, 2], 3, &[0.0], &[1.0])
+            .unwrap();
         let sub = Subset::new(Arc::new(ds.clone()), vec![2, 0]).unwrap();
         let mut out = [0.0; 2];
         assert_eq!(sub.get(0, &mut out), 2);
@@ -583,9 +531,6 @@ mod tests {
         assert!(Subset::new(Arc::new(ds.clone()), vec![3]).is_err());
         assert_eq!(Subset::first(Arc::new(ds.clone()), 10).len(), 3);
         let two = ds.take(2);
-        assert_eq!(
-            (two.len(), two.pixels().len(), two.labels()),
-            (2, 4, &[0u8, 1][..])
-        );
+        assert_eq!((two.len(), two.pixels().len(), two.labels()), (2, 4, &[0u8, 1][..]));
     }
 }

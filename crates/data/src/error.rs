@@ -163,10 +163,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {
-            DataError::NotFound {
-                path,
-                hint: FETCH_HINT.to_string(),
-            }
+            DataError::NotFound { path, hint: FETCH_HINT.to_string() }
         } else {
             DataError::Io { path, source }
         }

@@ -47,12 +47,12 @@ pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
 
     // MNIST-sized files inflate about 2x to 10x; the hint only saves reallocations.
     let mut inflated = Vec::with_capacity(raw.len().saturating_mul(4));
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut inflated)
-        .map_err(|e| DataError::Io {
+    flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut inflated).map_err(|e| {
+        DataError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(e.kind(), format!("gzip decompression failed: {e}")),
-        })?;
+        }
+    })?;
     Ok(inflated)
 }
 
@@ -78,11 +78,7 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<IdxArray> {
         None => return Err(bad_magic(&bytes)),
         Some(_) if code == TYPE_U8 => {}
         Some(name) => {
-            return Err(DataError::UnsupportedType {
-                path: path.to_path_buf(),
-                code,
-                name,
-            });
+            return Err(DataError::UnsupportedType { path: path.to_path_buf(), code, name });
         }
     }
 
@@ -97,9 +93,8 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<IdxArray> {
         .collect();
 
     let payload = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let expected = payload
-        .and_then(|p| p.checked_add(header_len))
-        .ok_or_else(|| DataError::BadContent {
+    let expected =
+        payload.and_then(|p| p.checked_add(header_len)).ok_or_else(|| DataError::BadContent {
             path: path.to_path_buf(),
             what: format!("IDX dims {dims:?} describe more bytes than this machine can address"),
         })?;
@@ -164,10 +159,7 @@ mod tests {
     fn rejects_other_element_types_by_name() {
         // 0x0d is the IDX code for f32.
         let err = parse(&[0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap_err();
-        assert!(
-            matches!(err, DataError::UnsupportedType { code: 0x0d, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, DataError::UnsupportedType { code: 0x0d, .. }), "{err}");
         assert!(err.to_string().contains("f32"), "{err}");
     }
 
@@ -175,17 +167,7 @@ mod tests {
     fn rejects_a_truncated_header_and_rank_zero() {
         // Rank 3 needs a 16-byte header; 8 bytes are there.
         let err = parse(&[0, 0, 8, 3, 0, 0, 0, 1]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::Truncated {
-                    expected: 16,
-                    actual: 8,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, DataError::Truncated { expected: 16, actual: 8, .. }), "{err}");
         let err = parse(&[0, 0, 8, 0]).unwrap_err();
         assert!(matches!(err, DataError::BadMagic { .. }), "{err}");
     }

@@ -100,20 +100,10 @@ impl Loader {
         let num_threads = config.num_threads.min(end - start).max(1);
         let capacity = config.prefetch.div_ceil(num_threads);
         let fill = dataset.fill_value();
-        let job = Arc::new(Job {
-            dataset,
-            indices,
-            config,
-            fill,
-        });
+        let job = Arc::new(Job { dataset, indices, config, fill });
 
-        let mut loader = Loader {
-            receivers: Vec::new(),
-            threads: Vec::new(),
-            start,
-            next: start,
-            end,
-        };
+        let mut loader =
+            Loader { receivers: Vec::new(), threads: Vec::new(), start, next: start, end };
         for t in 0..num_threads {
             let (sender, receiver) = sync_channel(capacity);
             let job = Arc::clone(&job);
@@ -162,10 +152,7 @@ fn validate(dataset: &dyn Dataset, indices: &[usize], config: &LoaderConfig) -> 
         ));
     }
     if dataset.sample_len() == 0 {
-        return invalid(format!(
-            "dataset samples of shape {:?} are empty",
-            dataset.sample_shape()
-        ));
+        return invalid(format!("dataset samples of shape {:?} are empty", dataset.sample_shape()));
     }
     if let Some(&bad) = indices.iter().find(|&&i| i >= dataset.len()) {
         return invalid(format!(
@@ -203,28 +190,13 @@ fn build_batch(job: &Job, k: usize) -> Batch {
 
     let mut images = vec![0.0; indices.len() * sample_len];
     let mut labels = Vec::with_capacity(indices.len());
-    for (j, (&i, out)) in indices
-        .iter()
-        .zip(images.chunks_exact_mut(sample_len))
-        .enumerate()
-    {
+    for (j, (&i, out)) in indices.iter().zip(images.chunks_exact_mut(sample_len)).enumerate() {
         labels.push(job.dataset.get(i, out));
         if let Some(augment) = &job.config.augment {
-            augment.apply(
-                out,
-                [c, h, w],
-                &job.fill,
-                job.config.augment_seed,
-                first + j,
-            );
+            augment.apply(out, [c, h, w], &job.fill, job.config.augment_seed, first + j);
         }
     }
-    Batch {
-        images,
-        shape: [indices.len(), c, h, w],
-        labels,
-        indices,
-    }
+    Batch { images, shape: [indices.len(), c, h, w], labels, indices }
 }
 
 impl Iterator for Loader {

@@ -57,11 +57,7 @@ impl DistributedSampler {
     ///
     /// As [`DistributedSampler::new`].
     pub fn eval(len: usize, world_size: usize, rank: usize) -> Result<Self> {
-        Ok(DistributedSampler {
-            shuffle: false,
-            pad: false,
-            ..Self::new(len, world_size, rank)?
-        })
+        Ok(DistributedSampler { shuffle: false, pad: false, ..Self::new(len, world_size, rank)? })
     }
 
     /// Sets the seed of the per-epoch permutation; it must be the same on every rank.
@@ -146,11 +142,7 @@ impl DistributedSampler {
             order = wrapped;
         }
 
-        order
-            .into_iter()
-            .skip(self.rank)
-            .step_by(self.world_size)
-            .collect()
+        order.into_iter().skip(self.rank).step_by(self.world_size).collect()
     }
 }
 
@@ -162,12 +154,7 @@ mod tests {
     fn world_larger_than_dataset_wraps() {
         // 3 samples over 5 ranks: PyTorch pads [p0 p1 p2] to [p0 p1 p2 p0 p1]; one each.
         let shards: Vec<Vec<usize>> = (0..5)
-            .map(|r| {
-                DistributedSampler::new(3, 5, r)
-                    .unwrap()
-                    .shuffle(false)
-                    .indices(0)
-            })
+            .map(|r| DistributedSampler::new(3, 5, r).unwrap().shuffle(false).indices(0))
             .collect();
         assert_eq!(shards, vec![vec![0], vec![1], vec![2], vec![0], vec![1]]);
     }
@@ -175,10 +162,7 @@ mod tests {
     #[test]
     fn drop_last_truncates_and_rejects_bad_rank() {
         // 10 samples, 3 ranks, drop_last: floor(10 / 3) = 3 each, index 9 is dropped.
-        let s = DistributedSampler::new(10, 3, 2)
-            .unwrap()
-            .shuffle(false)
-            .drop_last(true);
+        let s = DistributedSampler::new(10, 3, 2).unwrap().shuffle(false).drop_last(true);
         assert_eq!(s.indices(0), vec![2, 5, 8]);
         assert!(DistributedSampler::new(10, 3, 3).is_err());
         assert!(DistributedSampler::new(10, 0, 0).is_err());

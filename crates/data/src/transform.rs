@@ -39,10 +39,7 @@ pub struct AugmentSeed {
 impl Augment {
     /// The usual CIFAR / Fashion-MNIST recipe: crop with `pad` pixels of padding, and flip.
     pub fn crop_flip(pad: usize) -> Self {
-        Augment {
-            crop_pad: pad,
-            hflip: true,
-        }
+        Augment { crop_pad: pad, hflip: true }
     }
 
     /// Augments `sample` (shape `[C, H, W]`) in place with the randomness of the sample at
@@ -88,11 +85,7 @@ pub fn pad_crop(
     fill: &[f32],
 ) {
     let [channels, height, width] = shape;
-    assert_eq!(
-        sample.len(),
-        channels * height * width,
-        "sample length for shape {shape:?}"
-    );
+    assert_eq!(sample.len(), channels * height * width, "sample length for shape {shape:?}");
     assert_eq!(fill.len(), channels, "one fill value per channel");
     if height * width == 0 {
         return;
@@ -128,11 +121,7 @@ pub fn pad_crop(
 /// If `sample.len() != C * H * W`.
 pub fn hflip(sample: &mut [f32], shape: [usize; 3]) {
     let [channels, height, width] = shape;
-    assert_eq!(
-        sample.len(),
-        channels * height * width,
-        "sample length for shape {shape:?}"
-    );
+    assert_eq!(sample.len(), channels * height * width, "sample length for shape {shape:?}");
     if width == 0 {
         return;
     }
@@ -174,9 +163,6 @@ mod tests {
     fn flip_mirrors_each_row() {
         let mut s: Vec<f32> = (0..12).map(|v| v as f32).collect();
         hflip(&mut s, [2, 2, 3]);
-        assert_eq!(
-            s,
-            [2.0, 1.0, 0.0, 5.0, 4.0, 3.0, 8.0, 7.0, 6.0, 11.0, 10.0, 9.0]
-        );
+        assert_eq!(s, [2.0, 1.0, 0.0, 5.0, 4.0, 3.0, 8.0, 7.0, 6.0, 11.0, 10.0, 9.0]);
     }
 }

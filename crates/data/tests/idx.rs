@@ -53,23 +53,10 @@ fn rejects_a_truncated_file_naming_sizes() {
 
     let err = read_idx(&path).unwrap_err();
     // 16 header bytes + 12 data bytes expected; 5 were cut off, leaving 23.
-    assert!(
-        matches!(
-            err,
-            DataError::Truncated {
-                expected: 28,
-                actual: 23,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::Truncated { expected: 28, actual: 23, .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains("short-idx3-ubyte.gz"), "{message}");
-    assert!(
-        message.contains("28") && message.contains("23"),
-        "{message}"
-    );
+    assert!(message.contains("28") && message.contains("23"), "{message}");
     assert!(message.contains("scripts/fetch-data.sh"), "{message}");
 }
 
@@ -81,15 +68,7 @@ fn rejects_trailing_garbage() {
     let err = read_idx(&write(dir.path(), "long", &bytes)).unwrap_err();
     // 28 bytes expected, 4 extra.
     assert!(
-        matches!(
-            err,
-            DataError::TrailingBytes {
-                expected: 28,
-                actual: 32,
-                extra: 4,
-                ..
-            }
-        ),
+        matches!(err, DataError::TrailingBytes { expected: 28, actual: 32, extra: 4, .. }),
         "{err}"
     );
 }
@@ -112,10 +91,7 @@ fn rejects_a_wrong_magic_number() {
     // A defined type other than unsigned bytes is refused by name: 0x0c is i32.
     bytes[2] = 0x0c;
     let err = read_idx(&write(dir.path(), "i32", &bytes)).unwrap_err();
-    assert!(
-        matches!(err, DataError::UnsupportedType { code: 0x0c, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::UnsupportedType { code: 0x0c, .. }), "{err}");
 }
 
 #[test]
@@ -134,15 +110,5 @@ fn from_idx_rejects_mismatched_counts() {
     // Three labels for two images.
     let labels = write(dir.path(), "labels", &[0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]);
     let err = ImageDataset::from_idx(&images, &labels, &[0.5], &[0.5]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::CountMismatch {
-                num_images: 2,
-                num_labels: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::CountMismatch { num_images: 2, num_labels: 3, .. }), "{err}");
 }

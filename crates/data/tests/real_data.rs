@@ -20,16 +20,9 @@ fn fetch(dataset: &str) -> PathBuf {
     let root = std::env::var_os("STRATA_DATA").map_or_else(|| repo.join("data"), PathBuf::from);
 
     let mut fetched = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
-    if fetched
-        .get_or_insert_with(HashSet::new)
-        .insert(dataset.to_string())
-    {
+    if fetched.get_or_insert_with(HashSet::new).insert(dataset.to_string()) {
         let script = repo.join("scripts/fetch-data.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(dataset)
-            .output()
-            .unwrap();
+        let out = Command::new("bash").arg(&script).arg(dataset).output().unwrap();
         if !out.status.success() {
             fetched.as_mut().unwrap().remove(dataset);
             panic!(
@@ -55,9 +48,10 @@ fn label_counts(ds: &ImageDataset) -> Vec<usize> {
 /// Mean and population standard deviation of the raw pixels, on the 0..255 scale.
 fn pixel_mean_std(ds: &ImageDataset) -> (f64, f64) {
     let n = ds.pixels().len() as f64;
-    let (sum, sum_sq) = ds.pixels().iter().fold((0u64, 0u64), |(s, q), &p| {
-        (s + p as u64, q + (p as u64) * (p as u64))
-    });
+    let (sum, sum_sq) = ds
+        .pixels()
+        .iter()
+        .fold((0u64, 0u64), |(s, q), &p| (s + p as u64, q + (p as u64) * (p as u64)));
     let mean = sum as f64 / n;
     (mean, (sum_sq as f64 / n - mean * mean).sqrt())
 }
@@ -65,10 +59,7 @@ fn pixel_mean_std(ds: &ImageDataset) -> (f64, f64) {
 #[test]
 fn fashion_mnist_train_matches_the_published_facts() {
     let train = fashion_mnist(&fetch("fashion-mnist"), Split::Train).unwrap();
-    assert_eq!(
-        (train.len(), train.sample_shape(), train.num_classes()),
-        (60_000, [1, 28, 28], 10)
-    );
+    assert_eq!((train.len(), train.sample_shape(), train.num_classes()), (60_000, [1, 28, 28], 10));
     assert_eq!(label_counts(&train), vec![6000; 10]);
     assert_eq!(&train.labels()[..10], &[9, 0, 0, 3, 0, 2, 7, 2, 5, 5]);
 
@@ -82,10 +73,7 @@ fn fashion_mnist_train_matches_the_published_facts() {
     assert_eq!(train.get(0, &mut out), 9);
     for (o, &p) in out.iter().zip(&train.pixels()[..784]) {
         let expected = (p as f32 / 255.0 - 0.2860) / 0.3530;
-        assert!(
-            (o - expected).abs() < 1e-6,
-            "{o} vs {expected} for pixel {p}"
-        );
+        assert!((o - expected).abs() < 1e-6, "{o} vs {expected} for pixel {p}");
     }
 }
 
@@ -109,10 +97,7 @@ fn mnist_matches_the_published_facts() {
     assert_eq!(&train.labels()[..10], &[5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
     // data.md: pixel mean 33.32, std 78.57.
     let (mean, std) = pixel_mean_std(&train);
-    assert!(
-        (mean - 33.32).abs() < 0.005 && (std - 78.57).abs() < 0.005,
-        "{mean} {std}"
-    );
+    assert!((mean - 33.32).abs() < 0.005 && (std - 78.57).abs() < 0.005, "{mean} {std}");
     assert_eq!(mnist(&dir, Split::Test).unwrap().len(), 10_000);
 }
 
@@ -141,11 +126,7 @@ fn cifar10_binary_reads_the_real_samples() {
     // Normalised with the CIFAR-10 constants: (158 / 255 - 0.4914) / 0.2470.
     let mut out = vec![0.0; 3072];
     assert_eq!(test.get(0, &mut out), 3);
-    assert!(
-        (out[0] - (158.0 / 255.0 - 0.4914) / 0.2470).abs() < 1e-6,
-        "{}",
-        out[0]
-    );
+    assert!((out[0] - (158.0 / 255.0 - 0.4914) / 0.2470).abs() < 1e-6, "{}", out[0]);
 
     // The train split needs data_batch_1..5.bin, which the samples do not include.
     let err = cifar10_binary(&dir, Split::Train).unwrap_err();
@@ -157,47 +138,23 @@ fn cifar10_binary_rejects_a_truncated_file() {
     let src = fetch("cifar10-samples").join("test_batch.bin");
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(src).unwrap();
-    std::fs::write(
-        dir.path().join("test_batch.bin"),
-        &bytes[..bytes.len() - 100],
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("test_batch.bin"), &bytes[..bytes.len() - 100]).unwrap();
 
     let err = cifar10_binary(dir.path(), Split::Test).unwrap_err();
     // 20 * 3073 - 100 = 61360 bytes = 19 whole records + 2973 bytes.
-    assert!(
-        matches!(
-            err,
-            DataError::CifarSize {
-                len: 61360,
-                whole: 19,
-                rest: 2973,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::CifarSize { len: 61360, whole: 19, rest: 2973, .. }), "{err}");
     assert!(err.to_string().contains("test_batch.bin"), "{err}");
 }
 
 #[test]
 fn two_ranks_load_a_slice_of_fashion_mnist() {
     // The trainer's path on a small slice: take(1000), shard over 2 ranks, batches of 64.
-    let slice: Arc<dyn Dataset> = Arc::new(
-        fashion_mnist(&fetch("fashion-mnist"), Split::Train)
-            .unwrap()
-            .take(1000),
-    );
+    let slice: Arc<dyn Dataset> =
+        Arc::new(fashion_mnist(&fetch("fashion-mnist"), Split::Train).unwrap().take(1000));
     let mut seen = Vec::new();
     for rank in 0..2 {
-        let sampler = DistributedSampler::new(slice.len(), 2, rank)
-            .unwrap()
-            .seed(1);
-        let loader = Loader::new(
-            Arc::clone(&slice),
-            sampler.indices(0),
-            LoaderConfig::new(64),
-        );
+        let sampler = DistributedSampler::new(slice.len(), 2, rank).unwrap().seed(1);
+        let loader = Loader::new(Arc::clone(&slice), sampler.indices(0), LoaderConfig::new(64));
         let batches: Vec<_> = loader.unwrap().map(Result::unwrap).collect();
         assert_eq!(batches.len(), 8); // 500 samples per rank: 7 x 64 + 52
         assert_eq!(batches[7].shape, [52, 1, 28, 28]);

@@ -10,19 +10,13 @@ fn shards(
     world: usize,
     epoch: u64,
 ) -> Vec<Vec<usize>> {
-    (0..world)
-        .map(|rank| sampler(rank).indices(epoch))
-        .collect()
+    (0..world).map(|rank| sampler(rank).indices(epoch)).collect()
 }
 
 #[test]
 fn eval_shards_cover_every_sample_exactly_once() {
     for (len, world) in [(10, 3), (10_000, 3), (7, 8), (12, 4), (0, 2)] {
-        let shards = shards(
-            |r| DistributedSampler::eval(len, world, r).unwrap(),
-            world,
-            5,
-        );
+        let shards = shards(|r| DistributedSampler::eval(len, world, r).unwrap(), world, 5);
         let mut all: Vec<usize> = shards.concat();
         all.sort_unstable();
         assert_eq!(all, (0..len).collect::<Vec<_>>(), "len {len} world {world}");
@@ -32,29 +26,17 @@ fn eval_shards_cover_every_sample_exactly_once() {
         let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
         assert!(max - min <= 1, "{sizes:?}");
         for (r, size) in sizes.iter().enumerate() {
-            assert_eq!(
-                DistributedSampler::eval(len, world, r)
-                    .unwrap()
-                    .num_samples(),
-                *size
-            );
+            assert_eq!(DistributedSampler::eval(len, world, r).unwrap().num_samples(), *size);
         }
     }
     // 10 samples over 3 ranks in order: rank 0 takes 0, 3, 6, 9 (4 = ceil(10 / 3)).
-    assert_eq!(
-        DistributedSampler::eval(10, 3, 0).unwrap().indices(0),
-        vec![0, 3, 6, 9]
-    );
+    assert_eq!(DistributedSampler::eval(10, 3, 0).unwrap().indices(0), vec![0, 3, 6, 9]);
 }
 
 #[test]
 fn train_shards_are_equal_sized_and_cover_every_sample() {
     let (len, world) = (1003, 4);
-    let shards = shards(
-        |r| DistributedSampler::new(len, world, r).unwrap().seed(9),
-        world,
-        2,
-    );
+    let shards = shards(|r| DistributedSampler::new(len, world, r).unwrap().seed(9), world, 2);
 
     // ceil(1003 / 4) = 251 each; 1004 slots, so one index is repeated by the wrap-around.
     assert!(shards.iter().all(|s| s.len() == 251));
@@ -69,11 +51,7 @@ fn train_shards_are_equal_sized_and_cover_every_sample() {
 
 /// Returns the number of distinct indices over all shards, asserting no index is in two.
 fn shards_disjoint_check(len: usize, world: usize) -> usize {
-    let shards = shards(
-        |r| DistributedSampler::new(len, world, r).unwrap().seed(3),
-        world,
-        0,
-    );
+    let shards = shards(|r| DistributedSampler::new(len, world, r).unwrap().seed(3), world, 0);
     let mut seen = BTreeSet::new();
     for shard in &shards {
         for &i in shard {
@@ -86,15 +64,8 @@ fn shards_disjoint_check(len: usize, world: usize) -> usize {
 #[test]
 fn drop_last_gives_floor_and_disjoint_shards() {
     let (len, world) = (1003, 4);
-    let shards = shards(
-        |r| {
-            DistributedSampler::new(len, world, r)
-                .unwrap()
-                .drop_last(true)
-        },
-        world,
-        0,
-    );
+    let shards =
+        shards(|r| DistributedSampler::new(len, world, r).unwrap().drop_last(true), world, 0);
     // floor(1003 / 4) = 250 each; the 3 samples left over this epoch are dropped.
     assert!(shards.iter().all(|s| s.len() == 250));
     let distinct: BTreeSet<usize> = shards.concat().into_iter().collect();
@@ -121,20 +92,12 @@ fn n_workers_global_batch_equals_one_worker_batch() {
     let len = 960;
     for (world, b) in [(2, 16), (4, 8)] {
         for epoch in [0, 1] {
-            let single = DistributedSampler::new(len, 1, 0)
-                .unwrap()
-                .seed(5)
-                .indices(epoch);
-            let shards = shards(
-                |r| DistributedSampler::new(len, world, r).unwrap().seed(5),
-                world,
-                epoch,
-            );
+            let single = DistributedSampler::new(len, 1, 0).unwrap().seed(5).indices(epoch);
+            let shards =
+                shards(|r| DistributedSampler::new(len, world, r).unwrap().seed(5), world, epoch);
             for (k, single_batch) in single.chunks(world * b).enumerate() {
-                let mut global: Vec<usize> = shards
-                    .iter()
-                    .flat_map(|s| s[k * b..(k + 1) * b].iter().copied())
-                    .collect();
+                let mut global: Vec<usize> =
+                    shards.iter().flat_map(|s| s[k * b..(k + 1) * b].iter().copied()).collect();
                 let mut expected = single_batch.to_vec();
                 global.sort_unstable();
                 expected.sort_unstable();

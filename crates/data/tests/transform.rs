@@ -8,9 +8,7 @@ const SHAPE: [usize; 3] = [3, 8, 8];
 
 /// A sample whose every value is distinct, so any move shows.
 fn sample() -> Vec<f32> {
-    (0..SHAPE.iter().product::<usize>())
-        .map(|v| v as f32)
-        .collect()
+    (0..SHAPE.iter().product::<usize>()).map(|v| v as f32).collect()
 }
 
 fn augmented(augment: Augment, seed: AugmentSeed, position: usize) -> Vec<f32> {
@@ -21,11 +19,7 @@ fn augmented(augment: Augment, seed: AugmentSeed, position: usize) -> Vec<f32> {
 
 #[test]
 fn same_seeds_same_result() {
-    let seed = AugmentSeed {
-        seed: 1,
-        rank: 2,
-        epoch: 3,
-    };
+    let seed = AugmentSeed { seed: 1, rank: 2, epoch: 3 };
     for position in 0..20 {
         let a = augmented(Augment::crop_flip(2), seed, position);
         assert_eq!(a, augmented(Augment::crop_flip(2), seed, position));
@@ -37,35 +31,21 @@ fn results_differ_across_rank_epoch_and_position() {
     // Over 20 positions, each with 25 crops x 2 flips = 50 outcomes, two independent streams
     // agreeing everywhere has probability about 50^-20: a difference must show.
     let aug = Augment::crop_flip(2);
-    let base = AugmentSeed {
-        seed: 1,
-        rank: 0,
-        epoch: 0,
-    };
+    let base = AugmentSeed { seed: 1, rank: 0, epoch: 0 };
     let run =
         |seed: AugmentSeed| -> Vec<Vec<f32>> { (0..20).map(|p| augmented(aug, seed, p)).collect() };
     let reference = run(base);
     assert_ne!(reference, run(AugmentSeed { rank: 1, ..base }));
     assert_ne!(reference, run(AugmentSeed { epoch: 1, ..base }));
     assert_ne!(reference, run(AugmentSeed { seed: 2, ..base }));
-    assert!(
-        reference.iter().any(|r| r != &reference[0]),
-        "positions draw differently"
-    );
+    assert!(reference.iter().any(|r| r != &reference[0]), "positions draw differently");
 }
 
 #[test]
 fn crop_with_zero_padding_is_identity() {
-    let seed = AugmentSeed {
-        seed: 4,
-        rank: 0,
-        epoch: 0,
-    };
+    let seed = AugmentSeed { seed: 4, rank: 0, epoch: 0 };
     for position in 0..10 {
-        let crop_only = Augment {
-            crop_pad: 0,
-            hflip: false,
-        };
+        let crop_only = Augment { crop_pad: 0, hflip: false };
         assert_eq!(augmented(crop_only, seed, position), sample());
     }
     // The centred window of any padding is the identity too.
@@ -92,11 +72,7 @@ fn crop_keeps_pixels_and_fills_with_the_channel_value() {
     let plane = SHAPE[1] * SHAPE[2];
     let fill = [-1.0, -2.0, -3.0];
     for position in 0..50 {
-        let seed = AugmentSeed {
-            seed: 8,
-            rank: 1,
-            epoch: 2,
-        };
+        let seed = AugmentSeed { seed: 8, rank: 1, epoch: 2 };
         let out = augmented(Augment::crop_flip(4), seed, position);
         for (i, &v) in out.iter().enumerate() {
             let c = i / plane;

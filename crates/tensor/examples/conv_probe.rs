@@ -5,21 +5,12 @@ extern "C" {
     fn clock_gettime(clk: i32, ts: *mut [i64; 2]) -> i32;
 }
 fn main() {
-    let a: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|s| s.parse().unwrap())
-        .collect();
+    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().unwrap()).collect();
     let (threads, pass, n, c, h, k, r, stride, pad, reps) =
         (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let be = strata_tensor::cpu::CpuBackend;
-    let prm = Conv2dParams {
-        stride,
-        padding: pad,
-    };
+    let prm = Conv2dParams { stride, padding: pad };
     let o = (h + 2 * pad - r) / stride + 1;
     let x = Tensor::from_vec(vec![0.5f32; n * c * h * h], [n, c, h, h]).unwrap();
     let w = Tensor::from_vec(vec![0.25f32; k * c * r * r], [k, c, r, r]).unwrap();
@@ -30,10 +21,7 @@ fn main() {
         let run = || match pass {
             0 => drop(be.conv2d_forward(&x, &w, prm).unwrap()),
             1 => drop(be.conv2d_backward_data(&dy, &w, [n, c, h, h], prm).unwrap()),
-            2 => drop(
-                be.conv2d_backward_filter(&dy, &x, [k, c, r, r], prm)
-                    .unwrap(),
-            ),
+            2 => drop(be.conv2d_backward_filter(&dy, &x, [k, c, r, r], prm).unwrap()),
             3 => drop(be.batch_norm_forward_train(&x, &g, &b, 1e-5).unwrap()),
             4 => drop(be.batch_norm_backward(&x, &x, &g, &b, &b).unwrap()),
             5 => drop(be.relu_forward(&x).unwrap()),
@@ -58,11 +46,7 @@ fn main() {
         let dt = best;
         if threads == 1 {
             let fl = 2.0 * (n * k * o * o * c * r * r) as f64;
-            print!(
-                "cpu {:.3} ms {:.1} GFLOP/s | wall ",
-                best_cpu * 1e3,
-                fl / best_cpu / 1e9
-            );
+            print!("cpu {:.3} ms {:.1} GFLOP/s | wall ", best_cpu * 1e3, fl / best_cpu / 1e9);
         }
         let fl = 2.0 * (n * k * o * o * c * r * r) as f64;
         println!("{:.3} ms  {:.1} GFLOP/s", dt * 1e3, fl / dt / 1e9);

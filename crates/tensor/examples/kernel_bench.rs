@@ -38,18 +38,9 @@ impl Layer {
     }
 }
 
-const S1: Conv2dParams = Conv2dParams {
-    stride: 1,
-    padding: 1,
-};
-const S2: Conv2dParams = Conv2dParams {
-    stride: 2,
-    padding: 1,
-};
-const PROJ: Conv2dParams = Conv2dParams {
-    stride: 2,
-    padding: 0,
-};
+const S1: Conv2dParams = Conv2dParams { stride: 1, padding: 1 };
+const S2: Conv2dParams = Conv2dParams { stride: 2, padding: 1 };
+const PROJ: Conv2dParams = Conv2dParams { stride: 2, padding: 0 };
 
 /// The convolutions of a CIFAR-style ResNet-(6·blocks+2) on `c0 x h x h` inputs.
 fn resnet(n: usize, c0: usize, h: usize, blocks: usize) -> Vec<Layer> {
@@ -113,13 +104,10 @@ fn time_conv(be: &dyn Backend, l: &Layer, dtype: DType, reps: usize) -> [f64; 3]
     let dy = random(&[l.n, l.k, o, o], dtype);
     let fwd = time(reps, || drop(be.conv2d_forward(&x, &w, l.prm).unwrap()));
     let x_dims = [l.n, l.c, l.h, l.h];
-    let bwd_data = time(reps, || {
-        drop(be.conv2d_backward_data(&dy, &w, x_dims, l.prm).unwrap())
-    });
+    let bwd_data = time(reps, || drop(be.conv2d_backward_data(&dy, &w, x_dims, l.prm).unwrap()));
     let w_dims = [l.k, l.c, l.r, l.r];
-    let bwd_filter = time(reps, || {
-        drop(be.conv2d_backward_filter(&dy, &x, w_dims, l.prm).unwrap())
-    });
+    let bwd_filter =
+        time(reps, || drop(be.conv2d_backward_filter(&dy, &x, w_dims, l.prm).unwrap()));
     [fwd, bwd_data, bwd_filter]
 }
 
@@ -129,20 +117,10 @@ fn time_pointwise(be: &dyn Backend, dims: [usize; 4], dtype: DType, reps: usize)
     let dy = random(&dims, dtype);
     let gamma = random(&[dims[1]], dtype);
     let beta = random(&[dims[1]], dtype);
-    let out = be
-        .batch_norm_forward_train(&x, &gamma, &beta, 1e-5)
-        .unwrap();
-    let bn_f = time(reps, || {
-        drop(
-            be.batch_norm_forward_train(&x, &gamma, &beta, 1e-5)
-                .unwrap(),
-        )
-    });
+    let out = be.batch_norm_forward_train(&x, &gamma, &beta, 1e-5).unwrap();
+    let bn_f = time(reps, || drop(be.batch_norm_forward_train(&x, &gamma, &beta, 1e-5).unwrap()));
     let bn_b = time(reps, || {
-        drop(
-            be.batch_norm_backward(&dy, &x, &gamma, &out.mean, &out.invstd)
-                .unwrap(),
-        )
+        drop(be.batch_norm_backward(&dy, &x, &gamma, &out.mean, &out.invstd).unwrap())
     });
     let relu_f = time(reps, || drop(be.relu_forward(&x).unwrap()));
     let relu_b = time(reps, || drop(be.relu_backward(&dy, &x).unwrap()));
@@ -165,10 +143,7 @@ fn bench_network(title: &str, layers: &[Layer], dtype: DType, reps: usize) -> Ve
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut totals = Vec::new();
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut total = 0.0;
         for l in layers {
             let [f, d, w] = pool.install(|| time_conv(be, l, dtype, reps));
@@ -212,10 +187,7 @@ fn bench_pointwise(title: &str, layers: &[Layer], dtype: DType, reps: usize) -> 
     println!("|---|---|---|---|---|---|---|");
     let mut totals = Vec::new();
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut total = 0.0;
         for l in layers.iter().filter(|l| l.r == 3) {
             let dims = [l.n, l.k, l.out(), l.out()];
@@ -239,25 +211,13 @@ fn bench_pointwise(title: &str, layers: &[Layer], dtype: DType, reps: usize) -> 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let dtype = if args.iter().any(|a| a == "f64") {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    let dtype = if args.iter().any(|a| a == "f64") { DType::F64 } else { DType::F32 };
     let reps = if quick { 2 } else { 5 };
     println!("# strata-tensor CPU kernel benchmark (device: CPU, dtype {dtype:?})");
 
     let nets = [
-        (
-            "ResNet-56, CIFAR 3x32x32, batch 128",
-            resnet(128, 3, 32, 9),
-            128,
-        ),
-        (
-            "ResNet-110, Fashion-MNIST 1x28x28, batch 64",
-            resnet(64, 1, 28, 18),
-            64,
-        ),
+        ("ResNet-56, CIFAR 3x32x32, batch 128", resnet(128, 3, 32, 9), 128),
+        ("ResNet-110, Fashion-MNIST 1x28x28, batch 64", resnet(64, 1, 28, 18), 64),
     ];
     let mut summary = Vec::new();
     for (title, layers, batch) in &nets {

@@ -14,26 +14,13 @@ pub enum TensorError {
     Shape { op: &'static str, detail: String },
     /// An operand of the wrong dtype.
     #[error("{op}: expected dtype {expected:?}, got {got:?}")]
-    DType {
-        op: &'static str,
-        expected: DType,
-        got: DType,
-    },
+    DType { op: &'static str, expected: DType, got: DType },
     /// Operands on different devices.
     #[error("{op}: operands on different devices: {a:?} and {b:?}")]
-    DeviceMismatch {
-        op: &'static str,
-        a: Device,
-        b: Device,
-    },
+    DeviceMismatch { op: &'static str, a: Device, b: Device },
     /// The operation exists, but not for this device or dtype.
     #[error("{op}: not supported on {device:?} for dtype {dtype:?}: {reason}")]
-    NotSupported {
-        op: &'static str,
-        device: Device,
-        dtype: DType,
-        reason: &'static str,
-    },
+    NotSupported { op: &'static str, device: Device, dtype: DType, reason: &'static str },
     /// A CUDA device was asked for where CUDA is not available.
     #[error("CUDA device {0} is not available: {1}")]
     CudaUnavailable(usize, String),
@@ -44,8 +31,5 @@ pub type Result<T> = std::result::Result<T, TensorError>;
 
 /// Build a [`TensorError::Shape`].
 pub fn shape_err(op: &'static str, detail: impl Into<String>) -> TensorError {
-    TensorError::Shape {
-        op,
-        detail: detail.into(),
-    }
+    TensorError::Shape { op, detail: detail.into() }
 }

@@ -128,10 +128,7 @@ impl Tensor {
                 format!("{} elements for shape {:?}", data.len(), shape),
             ));
         }
-        Ok(Tensor {
-            buf: Arc::new(Buffer::new(T::wrap(data), Device::Cpu)),
-            shape,
-        })
+        Ok(Tensor { buf: Arc::new(Buffer::new(T::wrap(data), Device::Cpu)), shape })
     }
 
     /// A tensor of zeros.
@@ -210,10 +207,7 @@ impl Tensor {
                 format!("{:?} to {:?} changes the element count", self.shape, shape),
             ));
         }
-        Ok(Tensor {
-            buf: self.buf.clone(),
-            shape,
-        })
+        Ok(Tensor { buf: self.buf.clone(), shape })
     }
 
     /// Borrow the elements of a CPU tensor of dtype `T`.
@@ -247,10 +241,7 @@ impl Tensor {
     /// The single element of a one-element tensor, as f64.
     pub fn to_scalar(&self) -> Result<f64> {
         if self.elem_count() != 1 {
-            return Err(shape_err(
-                "to_scalar",
-                format!("shape {:?} is not a scalar", self.shape),
-            ));
+            return Err(shape_err("to_scalar", format!("shape {:?} is not a scalar", self.shape)));
         }
         Ok(self.to_vec::<f64>()?[0])
     }

@@ -12,9 +12,8 @@ const EPS: f64 = 1e-5;
 fn channel_moments(y: &[f64], n: usize, c: usize, l: usize) -> Vec<(f64, f64)> {
     (0..c)
         .map(|ch| {
-            let vals: Vec<f64> = (0..n)
-                .flat_map(|i| y[(i * c + ch) * l..][..l].iter().copied())
-                .collect();
+            let vals: Vec<f64> =
+                (0..n).flat_map(|i| y[(i * c + ch) * l..][..l].iter().copied()).collect();
             let mean = vals.iter().sum::<f64>() / vals.len() as f64;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
             (mean, var)
@@ -34,21 +33,13 @@ fn training_output_is_normalised_per_channel() {
         let x = t64(&shifted, &[n, c, h, w]).to_dtype(dtype).unwrap();
         let ones = Tensor::full([c], 1.0, dtype, strata_tensor::Device::Cpu).unwrap();
         let zeros = ones.zeros_like().unwrap();
-        let out = cpu()
-            .batch_norm_forward_train(&x, &ones, &zeros, EPS)
-            .unwrap();
+        let out = cpu().batch_norm_forward_train(&x, &ones, &zeros, EPS).unwrap();
         let var = vals(&out.var);
-        for (ch, (mean, v)) in channel_moments(&vals(&out.y), n, c, h * w)
-            .into_iter()
-            .enumerate()
-        {
+        for (ch, (mean, v)) in channel_moments(&vals(&out.y), n, c, h * w).into_iter().enumerate() {
             let t = if dtype == DType::F32 { 2e-3 } else { 1e-9 };
             assert!(mean.abs() < t, "{dtype:?} channel {ch}: mean {mean}");
             let want = var[ch] / (var[ch] + EPS);
-            assert!(
-                (v - want).abs() < t,
-                "{dtype:?} channel {ch}: variance {v}, want {want}"
-            );
+            assert!((v - want).abs() < t, "{dtype:?} channel {ch}: variance {v}, want {want}");
         }
         // The returned statistics match the data's (1000 + noise) moments.
         let moments = channel_moments(&vals(&x), n, c, h * w);
@@ -59,12 +50,7 @@ fn training_output_is_normalised_per_channel() {
             &m_want,
             if dtype == DType::F32 { 1e-6 } else { 1e-14 },
         );
-        assert_close(
-            "var",
-            &var,
-            &v_want,
-            if dtype == DType::F32 { 2e-3 } else { 1e-10 },
-        );
+        assert_close("var", &var, &v_want, if dtype == DType::F32 { 2e-3 } else { 1e-10 });
         let inv: Vec<f64> = v_want.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
         assert_close(
             "invstd",
@@ -81,9 +67,7 @@ fn evaluation_uses_the_given_statistics() {
     // (3 - 1) / 2 · 2 + 0.5 = 2.5 and x = -1 to -1.5; channel 1 has mean 0, var 1 - eps,
     // gamma 1, beta -1, so x = 3 maps to 2 and x = -1 to -2.
     for dtype in [DType::F32, DType::F64] {
-        let x = t64(&[3.0, -1.0, 3.0, -1.0], &[1, 2, 2])
-            .reshape([1, 2, 2, 1])
-            .unwrap();
+        let x = t64(&[3.0, -1.0, 3.0, -1.0], &[1, 2, 2]).reshape([1, 2, 2, 1]).unwrap();
         let x = x.to_dtype(dtype).unwrap();
         let c = |v: &[f64]| t64(v, &[2]).to_dtype(dtype).unwrap();
         let y = cpu()
@@ -103,27 +87,15 @@ fn evaluation_uses_the_given_statistics() {
 /// Finite-difference check of batch norm on an input of `dims`.
 fn gradcheck(dims: &[usize]) {
     let c = dims[1];
-    let inputs = [
-        random(dims, 31, DType::F64),
-        random(&[c], 32, DType::F64),
-        random(&[c], 33, DType::F64),
-    ];
+    let inputs =
+        [random(dims, 31, DType::F64), random(&[c], 32, DType::F64), random(&[c], 33, DType::F64)];
     check_gradients(
         &format!("batch_norm {dims:?}"),
         &inputs,
-        |t| {
-            cpu()
-                .batch_norm_forward_train(&t[0], &t[1], &t[2], EPS)
-                .unwrap()
-                .y
-        },
+        |t| cpu().batch_norm_forward_train(&t[0], &t[1], &t[2], EPS).unwrap().y,
         |t, dy| {
-            let out = cpu()
-                .batch_norm_forward_train(&t[0], &t[1], &t[2], EPS)
-                .unwrap();
-            let g = cpu()
-                .batch_norm_backward(dy, &t[0], &t[1], &out.mean, &out.invstd)
-                .unwrap();
+            let out = cpu().batch_norm_forward_train(&t[0], &t[1], &t[2], EPS).unwrap();
+            let g = cpu().batch_norm_backward(dy, &t[0], &t[1], &out.mean, &out.invstd).unwrap();
             vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)]
         },
     );
@@ -146,15 +118,10 @@ fn large_tensors_take_the_parallel_path_with_the_same_result() {
     let g = random(&[32], 42, DType::F32);
     let b = random(&[32], 43, DType::F32);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let out = cpu().batch_norm_forward_train(&x, &g, &b, EPS).unwrap();
-            let grads = cpu()
-                .batch_norm_backward(&x, &x, &g, &out.mean, &out.invstd)
-                .unwrap();
+            let grads = cpu().batch_norm_backward(&x, &x, &g, &out.mean, &out.invstd).unwrap();
             (vals(&out.y), vals(&grads.dx), vals(&grads.dgamma))
         })
     };

@@ -9,22 +9,10 @@ use common::{
 };
 use strata_tensor::{Conv2dParams, DType, Tensor};
 
-const S1P1: Conv2dParams = Conv2dParams {
-    stride: 1,
-    padding: 1,
-};
-const S2P1: Conv2dParams = Conv2dParams {
-    stride: 2,
-    padding: 1,
-};
-const S2P0: Conv2dParams = Conv2dParams {
-    stride: 2,
-    padding: 0,
-};
-const S1P0: Conv2dParams = Conv2dParams {
-    stride: 1,
-    padding: 0,
-};
+const S1P1: Conv2dParams = Conv2dParams { stride: 1, padding: 1 };
+const S2P1: Conv2dParams = Conv2dParams { stride: 2, padding: 1 };
+const S2P0: Conv2dParams = Conv2dParams { stride: 2, padding: 0 };
+const S1P0: Conv2dParams = Conv2dParams { stride: 1, padding: 0 };
 
 /// (batch, in channels, map size, out channels, kernel, params): every convolution of the
 /// CIFAR ResNets (3x32x32 input) and of the Fashion-MNIST ResNets (1x28x28 input).
@@ -59,29 +47,15 @@ fn check_layer(dtype: DType, layer: (usize, usize, usize, usize, usize, Conv2dPa
 
     let y = be.conv2d_forward(&x, &w, prm).unwrap();
     assert_eq!(y.dims(), &[n, k, p, q]);
-    assert_close(
-        &format!("forward {what}"),
-        &vals(&y),
-        &naive_conv(&x, &w, prm),
-        t,
-    );
+    assert_close(&format!("forward {what}"), &vals(&y), &naive_conv(&x, &w, prm), t);
 
     let (dx_want, dw_want) = naive_conv_grads(&x, &w, &dy, prm);
-    let dx = be
-        .conv2d_backward_data(&dy, &w, [n, c, hw, hw], prm)
-        .unwrap();
+    let dx = be.conv2d_backward_data(&dy, &w, [n, c, hw, hw], prm).unwrap();
     assert_close(&format!("backward data {what}"), &vals(&dx), &dx_want, t);
-    let dw = be
-        .conv2d_backward_filter(&dy, &x, [k, c, r, r], prm)
-        .unwrap();
+    let dw = be.conv2d_backward_filter(&dy, &x, [k, c, r, r], prm).unwrap();
     // dw sums n·p·q products per element: scale the f32 tolerance with that count.
     let dw_tol = t * ((n * p * q) as f64 / 64.0).max(1.0);
-    assert_close(
-        &format!("backward filter {what}"),
-        &vals(&dw),
-        &dw_want,
-        dw_tol,
-    );
+    assert_close(&format!("backward filter {what}"), &vals(&dw), &dw_want, dw_tol);
 }
 
 #[test]
@@ -103,25 +77,14 @@ fn results_do_not_depend_on_scheduling_and_match_across_thread_counts() {
     // Expected: the direct loops, whatever the pool size (1, 2 or 3 threads); and two runs on
     // the same pool are bit-identical.
     for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             check_layer(DType::F32, (7, 16, 14, 32, 3, S2P1));
             check_layer(DType::F64, (9, 8, 7, 8, 3, S1P1));
             let x = random(&[6, 16, 14, 14], 4, DType::F32);
             let dy = random(&[6, 16, 14, 14], 5, DType::F32);
-            let dw = |_: ()| {
-                cpu()
-                    .conv2d_backward_filter(&dy, &x, [16, 16, 3, 3], S1P1)
-                    .unwrap()
-            };
-            assert_eq!(
-                vals(&dw(())),
-                vals(&dw(())),
-                "{threads} threads: repeatable"
-            );
+            let dw = |_: ()| cpu().conv2d_backward_filter(&dy, &x, [16, 16, 3, 3], S1P1).unwrap();
+            assert_eq!(vals(&dw(())), vals(&dw(())), "{threads} threads: repeatable");
         });
     }
 }
@@ -135,42 +98,14 @@ fn pointwise_and_unusual_geometries_match_direct_loops() {
         ([3, 5, 6, 7], [4, 5, 1, 1], S1P0),
         ([1, 5, 6, 7], [4, 5, 1, 1], S1P0),
         ([2, 3, 5, 9], [4, 3, 3, 2], S1P1),
-        (
-            [2, 3, 5, 9],
-            [4, 3, 2, 3],
-            Conv2dParams {
-                stride: 3,
-                padding: 2,
-            },
-        ),
-        (
-            [2, 2, 4, 4],
-            [3, 2, 3, 3],
-            Conv2dParams {
-                stride: 1,
-                padding: 3,
-            },
-        ),
+        ([2, 3, 5, 9], [4, 3, 2, 3], Conv2dParams { stride: 3, padding: 2 }),
+        ([2, 2, 4, 4], [3, 2, 3, 3], Conv2dParams { stride: 1, padding: 3 }),
         ([2, 2, 3, 3], [3, 2, 3, 3], S1P0),
         ([2, 3, 9, 7], [4, 3, 3, 3], S2P1),
-        (
-            [2, 3, 7, 8],
-            [4, 3, 3, 3],
-            Conv2dParams {
-                stride: 3,
-                padding: 1,
-            },
-        ),
+        ([2, 3, 7, 8], [4, 3, 3, 3], Conv2dParams { stride: 3, padding: 1 }),
         ([1, 2, 5, 5], [2, 2, 2, 2], S2P0),
         ([2, 3, 7, 7], [5, 3, 1, 1], S2P0),
-        (
-            [2, 3, 8, 5],
-            [5, 3, 1, 1],
-            Conv2dParams {
-                stride: 3,
-                padding: 1,
-            },
-        ),
+        ([2, 3, 8, 5], [5, 3, 1, 1], Conv2dParams { stride: 3, padding: 1 }),
     ];
     for dtype in [DType::F32, DType::F64] {
         for &(xd, wd, prm) in cases {
@@ -224,8 +159,6 @@ fn empty_batch_gives_empty_output_and_zero_filter_gradient() {
     let w = random(&[4, 3, 3, 3], 1, DType::F32);
     let y = cpu().conv2d_forward(&x, &w, S1P1).unwrap();
     assert_eq!(y.dims(), &[0, 4, 8, 8]);
-    let dw = cpu()
-        .conv2d_backward_filter(&y, &x, [4, 3, 3, 3], S1P1)
-        .unwrap();
+    let dw = cpu().conv2d_backward_filter(&y, &x, [4, 3, 3, 3], S1P1).unwrap();
     assert_eq!(vals(&dw), vec![0.0; 4 * 27]);
 }

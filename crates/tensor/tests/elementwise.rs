@@ -15,10 +15,7 @@ fn values_match_hand_computation() {
     let be = cpu();
     assert_eq!(vals(&be.relu_forward(&a).unwrap()), [0.0, 0.0, 0.5, 3.0]);
     let y = be.relu_forward(&a).unwrap();
-    assert_eq!(
-        vals(&be.relu_backward(&b, &y).unwrap()),
-        [0.0, 0.0, -4.0, 0.25]
-    );
+    assert_eq!(vals(&be.relu_backward(&b, &y).unwrap()), [0.0, 0.0, -4.0, 0.25]);
     assert_eq!(vals(&be.add(&a, &b).unwrap()), [-1.0, 2.0, -3.5, 3.25]);
     assert_eq!(vals(&be.mul(&a, &b).unwrap()), [-2.0, -0.0, -2.0, 0.75]);
     assert_eq!(vals(&be.scale(&a, -2.0).unwrap()), [4.0, 0.0, -1.0, -6.0]);
@@ -28,11 +25,7 @@ fn values_match_hand_computation() {
     let mut d = a.clone();
     be.add_assign(&mut d, &b).unwrap();
     assert_eq!(vals(&d), [-1.0, 2.0, -3.5, 3.25]);
-    assert_eq!(
-        vals(&a),
-        [-2.0, -0.0, 0.5, 3.0],
-        "the shared source is copied, not changed"
-    );
+    assert_eq!(vals(&a), [-2.0, -0.0, 0.5, 3.0], "the shared source is copied, not changed");
     be.scale_assign(&mut d, 2.0).unwrap();
     assert_eq!(vals(&d), [-2.0, 4.0, -7.0, 6.5]);
 }
@@ -74,12 +67,7 @@ fn gradients_match_finite_differences() {
         "mul",
         &[a, b],
         |t| cpu().mul(&t[0], &t[1]).unwrap(),
-        |t, dy| {
-            vec![
-                Some(cpu().mul(dy, &t[1]).unwrap()),
-                Some(cpu().mul(dy, &t[0]).unwrap()),
-            ]
-        },
+        |t, dy| vec![Some(cpu().mul(dy, &t[1]).unwrap()), Some(cpu().mul(dy, &t[0]).unwrap())],
     );
 }
 
@@ -91,10 +79,7 @@ fn threaded_results_equal_single_threaded_ones() {
     let a = random(&[3, 100_003], 61, DType::F32);
     let b = random(&[3, 100_003], 62, DType::F32);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let be = cpu();
             let mut acc = a.clone();

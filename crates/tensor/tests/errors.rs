@@ -29,39 +29,22 @@ fn shape_error<T: std::fmt::Debug>(r: strata_tensor::Result<T>, op: &str, needle
 #[test]
 fn convolution_shape_errors() {
     let be = cpu();
-    let p = Conv2dParams {
-        stride: 1,
-        padding: 1,
-    };
+    let p = Conv2dParams { stride: 1, padding: 1 };
     let x = f32s(&[2, 3, 8, 8]);
-    shape_error(
-        be.conv2d_forward(&x, &f32s(&[4, 5, 3, 3]), p),
-        "conv2d_forward",
-        "[4, 5, 3, 3]",
-    );
+    shape_error(be.conv2d_forward(&x, &f32s(&[4, 5, 3, 3]), p), "conv2d_forward", "[4, 5, 3, 3]");
     shape_error(
         be.conv2d_forward(&f32s(&[3, 8, 8]), &f32s(&[4, 3, 3, 3]), p),
         "conv2d_forward",
         "4 dims",
     );
-    let zero_stride = Conv2dParams {
-        stride: 0,
-        padding: 0,
-    };
+    let zero_stride = Conv2dParams { stride: 0, padding: 0 };
     shape_error(
         be.conv2d_forward(&x, &f32s(&[4, 3, 3, 3]), zero_stride),
         "conv2d_forward",
         "stride",
     );
-    let big = Conv2dParams {
-        stride: 1,
-        padding: 0,
-    };
-    shape_error(
-        be.conv2d_forward(&x, &f32s(&[4, 3, 9, 9]), big),
-        "conv2d_forward",
-        "larger",
-    );
+    let big = Conv2dParams { stride: 1, padding: 0 };
+    shape_error(be.conv2d_forward(&x, &f32s(&[4, 3, 9, 9]), big), "conv2d_forward", "larger");
     let w = f32s(&[4, 3, 3, 3]);
     let dy_wrong = f32s(&[2, 4, 7, 8]);
     shape_error(
@@ -109,30 +92,15 @@ fn other_shape_errors() {
         "var",
     );
 
-    shape_error(
-        be.global_avg_pool_forward(&a),
-        "global_avg_pool_forward",
-        "4 dims",
-    );
+    shape_error(be.global_avg_pool_forward(&a), "global_avg_pool_forward", "4 dims");
     shape_error(
         be.global_avg_pool_backward(&a, [2, 4, 1, 1]),
         "global_avg_pool_backward",
         "[2, 3]",
     );
-    let p = Pool2dParams {
-        kernel: 2,
-        stride: 2,
-        padding: 0,
-    };
+    let p = Pool2dParams { kernel: 2, stride: 2, padding: 0 };
     shape_error(
-        be.max_pool2d_forward(
-            &x,
-            Pool2dParams {
-                kernel: 2,
-                stride: 1,
-                padding: 2,
-            },
-        ),
+        be.max_pool2d_forward(&x, Pool2dParams { kernel: 2, stride: 1, padding: 2 }),
         "max_pool2d_forward",
         "padding",
     );
@@ -148,16 +116,8 @@ fn other_shape_errors() {
         "999",
     );
 
-    shape_error(
-        be.linear_forward(&a, &f32s(&[4, 2]), None),
-        "linear_forward",
-        "[4, 2]",
-    );
-    shape_error(
-        be.linear_forward(&a, &f32s(&[4, 3]), Some(&f32s(&[3]))),
-        "linear_forward",
-        "b",
-    );
+    shape_error(be.linear_forward(&a, &f32s(&[4, 2]), None), "linear_forward", "[4, 2]");
+    shape_error(be.linear_forward(&a, &f32s(&[4, 3]), Some(&f32s(&[3]))), "linear_forward", "b");
     shape_error(
         be.linear_backward(&f32s(&[2, 5]), &a, &f32s(&[4, 3]), true),
         "linear_backward",
@@ -181,18 +141,9 @@ fn other_shape_errors() {
     );
 
     let (mut p1, mut buf) = (a.clone(), f32s(&[2, 2]));
-    let sgd = SgdParams {
-        lr: 0.1,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        nesterov: false,
-        first_step: true,
-    };
-    shape_error(
-        be.sgd_step(&mut p1, &a, &mut buf, sgd),
-        "sgd_step",
-        "[2, 2]",
-    );
+    let sgd =
+        SgdParams { lr: 0.1, momentum: 0.9, weight_decay: 0.0, nesterov: false, first_step: true };
+    shape_error(be.sgd_step(&mut p1, &a, &mut buf, sgd), "sgd_step", "[2, 2]");
 }
 
 #[test]
@@ -200,32 +151,21 @@ fn mixed_dtypes_are_rejected() {
     let be = cpu();
     let (a, b) = (f32s(&[2, 3]), f64s(&[2, 3]));
     let is_dtype_error = |r: strata_tensor::Result<Tensor>, op: &str| match r {
-        Err(TensorError::DType {
-            op: o,
-            expected: DType::F32,
-            got: DType::F64,
-        }) => assert_eq!(o, op),
+        Err(TensorError::DType { op: o, expected: DType::F32, got: DType::F64 }) => {
+            assert_eq!(o, op)
+        }
         other => panic!("{op}: expected a dtype error, got {other:?}"),
     };
     is_dtype_error(be.add(&a, &b), "add");
     is_dtype_error(be.mul(&a, &b), "mul");
-    let p = Conv2dParams {
-        stride: 1,
-        padding: 0,
-    };
+    let p = Conv2dParams { stride: 1, padding: 0 };
     is_dtype_error(
         be.conv2d_forward(&f32s(&[1, 2, 3, 3]), &f64s(&[1, 2, 1, 1]), p),
         "conv2d_forward",
     );
-    is_dtype_error(
-        be.linear_forward(&a, &f32s(&[4, 3]), Some(&f64s(&[4]))),
-        "linear_forward",
-    );
+    is_dtype_error(be.linear_forward(&a, &f32s(&[4, 3]), Some(&f64s(&[4]))), "linear_forward");
     let mut d = a.clone();
-    assert!(matches!(
-        be.add_assign(&mut d, &b),
-        Err(TensorError::DType { .. })
-    ));
+    assert!(matches!(be.add_assign(&mut d, &b), Err(TensorError::DType { .. })));
     assert!(matches!(
         be.batch_norm_forward_train(&f32s(&[2, 3]), &f64s(&[3]), &f32s(&[3]), 1e-5),
         Err(TensorError::DType { .. })

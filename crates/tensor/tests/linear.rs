@@ -12,9 +12,7 @@ fn forward_matches_hand_computation() {
     // y = [1 - 3 + 0.5, 2 + 2 - 1] = [-1.5, 3].
     for dtype in [DType::F32, DType::F64] {
         let x = t64(&[1.0, 2.0, 3.0], &[1, 3]).to_dtype(dtype).unwrap();
-        let w = t64(&[1.0, 0.0, -1.0, 2.0, 1.0, 0.0], &[2, 3])
-            .to_dtype(dtype)
-            .unwrap();
+        let w = t64(&[1.0, 0.0, -1.0, 2.0, 1.0, 0.0], &[2, 3]).to_dtype(dtype).unwrap();
         let b = t64(&[0.5, -1.0], &[2]).to_dtype(dtype).unwrap();
         let y = cpu().linear_forward(&x, &w, Some(&b)).unwrap();
         assert_close("linear", &vals(&y), &[-1.5, 3.0], tol(dtype));

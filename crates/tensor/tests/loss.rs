@@ -12,14 +12,10 @@ fn uniform_logits_give_ln_k() {
     // whatever the labels, and dlogits = (1/K - onehot) / N.
     for dtype in [DType::F32, DType::F64] {
         let logits = t64(&[0.3; 8], &[2, 4]).to_dtype(dtype).unwrap();
-        let (loss, probs) = cpu()
-            .softmax_cross_entropy_forward(&logits, &[1, 3])
-            .unwrap();
+        let (loss, probs) = cpu().softmax_cross_entropy_forward(&logits, &[1, 3]).unwrap();
         assert_close("loss", &vals(&loss), &[4f64.ln()], tol(dtype));
         assert_close("probs", &vals(&probs), &[0.25; 8], tol(dtype));
-        let d = cpu()
-            .softmax_cross_entropy_backward(&probs, &[1, 3], 1.0)
-            .unwrap();
+        let d = cpu().softmax_cross_entropy_backward(&probs, &[1, 3], 1.0).unwrap();
         let want = [0.125, -0.375, 0.125, 0.125, 0.125, 0.125, 0.125, -0.375];
         assert_close("dlogits", &vals(&d), &want, tol(dtype));
     }
@@ -31,17 +27,11 @@ fn large_logits_are_stable() {
     // with label 1 give 1000 + ln(1 + e^-1000) = 1000; the mean is 500. Logits [1000, 1000 +
     // ln 3] give p = [1/4, 3/4].
     for dtype in [DType::F32, DType::F64] {
-        let logits = t64(&[1000.0, 0.0, 1000.0, 0.0], &[2, 2])
-            .to_dtype(dtype)
-            .unwrap();
-        let (loss, probs) = cpu()
-            .softmax_cross_entropy_forward(&logits, &[0, 1])
-            .unwrap();
+        let logits = t64(&[1000.0, 0.0, 1000.0, 0.0], &[2, 2]).to_dtype(dtype).unwrap();
+        let (loss, probs) = cpu().softmax_cross_entropy_forward(&logits, &[0, 1]).unwrap();
         assert_close("loss", &vals(&loss), &[500.0], tol(dtype));
         assert_close("probs", &vals(&probs), &[1.0, 0.0, 1.0, 0.0], tol(dtype));
-        let logits = t64(&[1000.0, 1000.0 + 3f64.ln()], &[1, 2])
-            .to_dtype(DType::F64)
-            .unwrap();
+        let logits = t64(&[1000.0, 1000.0 + 3f64.ln()], &[1, 2]).to_dtype(DType::F64).unwrap();
         let (_, probs) = cpu().softmax_cross_entropy_forward(&logits, &[0]).unwrap();
         assert_close("probs", &vals(&probs), &[0.25, 0.75], 1e-12);
     }
@@ -56,20 +46,11 @@ fn gradient_matches_finite_differences() {
     check_gradients(
         "softmax_cross_entropy",
         &[logits],
-        |t| {
-            cpu()
-                .softmax_cross_entropy_forward(&t[0], &labels)
-                .unwrap()
-                .0
-        },
+        |t| cpu().softmax_cross_entropy_forward(&t[0], &labels).unwrap().0,
         |t, r| {
             let (_, probs) = cpu().softmax_cross_entropy_forward(&t[0], &labels).unwrap();
             let dloss = r.to_scalar().unwrap();
-            vec![Some(
-                cpu()
-                    .softmax_cross_entropy_backward(&probs, &labels, dloss)
-                    .unwrap(),
-            )]
+            vec![Some(cpu().softmax_cross_entropy_backward(&probs, &labels, dloss).unwrap())]
         },
     );
 }

@@ -13,9 +13,7 @@ fn global_average_pool_values() {
     let y = cpu().global_avg_pool_forward(&x).unwrap();
     assert_eq!(y.dims(), &[1, 2]);
     assert_eq!(vals(&y), [2.5, 1.0]);
-    let dx = cpu()
-        .global_avg_pool_backward(&t64(&[4.0, -8.0], &[1, 2]), [1, 2, 2, 2])
-        .unwrap();
+    let dx = cpu().global_avg_pool_backward(&t64(&[4.0, -8.0], &[1, 2]), [1, 2, 2, 2]).unwrap();
     assert_eq!(vals(&dx), [1.0, 1.0, 1.0, 1.0, -2.0, -2.0, -2.0, -2.0]);
 }
 
@@ -26,11 +24,7 @@ fn max_pool_values_and_argmax() {
     // sees rows 0-1 and columns 0-1, whose maximum is 6 at index 5.
     let x: Vec<f64> = (1..=16).map(f64::from).collect();
     let x = t64(&x, &[1, 1, 4, 4]);
-    let p = Pool2dParams {
-        kernel: 2,
-        stride: 2,
-        padding: 0,
-    };
+    let p = Pool2dParams { kernel: 2, stride: 2, padding: 0 };
     let (y, argmax) = cpu().max_pool2d_forward(&x, p).unwrap();
     assert_eq!(vals(&y), [6.0, 8.0, 14.0, 16.0]);
     assert_eq!(argmax, [5, 7, 13, 15]);
@@ -43,11 +37,7 @@ fn max_pool_values_and_argmax() {
     (want[5], want[7], want[13], want[15]) = (1.0, 2.0, 3.0, 4.0);
     assert_eq!(vals(&dx.unwrap()), want);
 
-    let p = Pool2dParams {
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-    };
+    let p = Pool2dParams { kernel: 3, stride: 1, padding: 1 };
     let (y, argmax) = cpu().max_pool2d_forward(&x, p).unwrap();
     assert_eq!(y.dims(), &[1, 1, 4, 4]);
     assert_eq!((vals(&y)[0], argmax[0]), (6.0, 5));
@@ -61,23 +51,11 @@ fn gradients_match_finite_differences() {
         "global_avg_pool",
         std::slice::from_ref(&x),
         |t| cpu().global_avg_pool_forward(&t[0]).unwrap(),
-        |_, dy| {
-            vec![Some(
-                cpu().global_avg_pool_backward(dy, [2, 3, 5, 6]).unwrap(),
-            )]
-        },
+        |_, dy| vec![Some(cpu().global_avg_pool_backward(dy, [2, 3, 5, 6]).unwrap())],
     );
     for p in [
-        Pool2dParams {
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-        },
-        Pool2dParams {
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-        },
+        Pool2dParams { kernel: 2, stride: 2, padding: 0 },
+        Pool2dParams { kernel: 3, stride: 2, padding: 1 },
     ] {
         check_gradients(
             &format!("max_pool2d {p:?}"),
@@ -85,11 +63,7 @@ fn gradients_match_finite_differences() {
             |t| cpu().max_pool2d_forward(&t[0], p).unwrap().0,
             |t, dy| {
                 let (_, argmax) = cpu().max_pool2d_forward(&t[0], p).unwrap();
-                vec![Some(
-                    cpu()
-                        .max_pool2d_backward(dy, &argmax, [2, 3, 5, 6])
-                        .unwrap(),
-                )]
+                vec![Some(cpu().max_pool2d_backward(dy, &argmax, [2, 3, 5, 6]).unwrap())]
             },
         );
     }

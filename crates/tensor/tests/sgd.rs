@@ -14,29 +14,9 @@ fn two_steps(dtype: DType, p: SgdParams) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut buf = Tensor::zeros([2], dtype, strata_tensor::Device::Cpu).unwrap();
     let g1 = t64(&[0.5, 0.5], &[2]).to_dtype(dtype).unwrap();
     let g2 = t64(&[-1.0, 2.0], &[2]).to_dtype(dtype).unwrap();
-    cpu()
-        .sgd_step(
-            &mut param,
-            &g1,
-            &mut buf,
-            SgdParams {
-                first_step: true,
-                ..p
-            },
-        )
-        .unwrap();
+    cpu().sgd_step(&mut param, &g1, &mut buf, SgdParams { first_step: true, ..p }).unwrap();
     let after1 = vals(&param);
-    cpu()
-        .sgd_step(
-            &mut param,
-            &g2,
-            &mut buf,
-            SgdParams {
-                first_step: false,
-                ..p
-            },
-        )
-        .unwrap();
+    cpu().sgd_step(&mut param, &g2, &mut buf, SgdParams { first_step: false, ..p }).unwrap();
     (after1, vals(&param), vals(&buf))
 }
 
@@ -87,16 +67,8 @@ fn nesterov_momentum_with_weight_decay() {
 fn plain_sgd_leaves_the_buffer_alone() {
     // lr 0.5, no momentum, no decay: p = [1, -2] - 0.5 [0.5, 0.5] = [0.75, -2.25], then
     // - 0.5 [-1, 2] = [1.25, -3.25]; the buffer is not used (PyTorch keeps none).
-    let p = SgdParams {
-        lr: 0.5,
-        momentum: 0.0,
-        weight_decay: 0.0,
-        nesterov: false,
-        first_step: true,
-    };
+    let p =
+        SgdParams { lr: 0.5, momentum: 0.0, weight_decay: 0.0, nesterov: false, first_step: true };
     let (p1, p2, buf) = two_steps(DType::F64, p);
-    assert_eq!(
-        (p1, p2, buf),
-        (vec![0.75, -2.25], vec![1.25, -3.25], vec![0.0, 0.0])
-    );
+    assert_eq!((p1, p2, buf), (vec![0.75, -2.25], vec![1.25, -3.25], vec![0.0, 0.0]));
 }

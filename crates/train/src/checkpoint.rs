@@ -8,7 +8,7 @@
 //! from (seed, epoch, rank, position), so the epoch and the batch within it restore them.
 
 use crate::error::{io_err, Result, TrainError};
-use crate::weights::{load_weights, save_weights, save_tensors};
+use crate::weights::{load_weights, save_tensors, save_weights};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -141,8 +141,8 @@ pub fn load(dir: &Path, model: &dyn Module) -> Result<Loaded> {
         *b.borrow_mut() = restored;
     }
     let optimizer = load_weights(&dir.join("optimizer.safetensors"))?;
-    let text = std::fs::read_to_string(dir.join("state.json"))
-        .map_err(io_err(dir.join("state.json")))?;
+    let text =
+        std::fs::read_to_string(dir.join("state.json")).map_err(io_err(dir.join("state.json")))?;
     let state = serde_json::from_str(&text).map_err(|e| TrainError::Config {
         path: dir.join("state.json").display().to_string(),
         detail: e.to_string(),
@@ -150,11 +150,19 @@ pub fn load(dir: &Path, model: &dyn Module) -> Result<Loaded> {
     Ok(Loaded { state, optimizer })
 }
 
-fn restore(dims: &[usize], values: &[f32], want: &[usize], name: &str, dir: &Path) -> Result<Tensor> {
+fn restore(
+    dims: &[usize],
+    values: &[f32],
+    want: &[usize],
+    name: &str,
+    dir: &Path,
+) -> Result<Tensor> {
     if dims != want {
         return Err(TrainError::Config {
             path: dir.display().to_string(),
-            detail: format!("{name} has shape {dims:?} in the checkpoint but {want:?} in the model"),
+            detail: format!(
+                "{name} has shape {dims:?} in the checkpoint but {want:?} in the model"
+            ),
         });
     }
     Ok(Tensor::from_vec(values.to_vec(), dims)?)

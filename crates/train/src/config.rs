@@ -279,7 +279,10 @@ impl Config {
             return bad(format!("optimizer.lr = {} is not a learning rate", self.optimizer.lr));
         }
         if self.optimizer.kind != "sgd" {
-            return bad(format!("optimizer.kind = {:?}: known optimizers: sgd", self.optimizer.kind));
+            return bad(format!(
+                "optimizer.kind = {:?}: known optimizers: sgd",
+                self.optimizer.kind
+            ));
         }
         if !["constant", "cosine", "multistep"].contains(&self.schedule.kind.as_str()) {
             return bad(format!(

@@ -56,7 +56,9 @@ impl Sgd {
         self.params
             .iter()
             .zip(&self.momentum_bufs)
-            .filter_map(|((name, _), m)| m.as_ref().map(|m| (format!("{name}.momentum"), m.clone())))
+            .filter_map(|((name, _), m)| {
+                m.as_ref().map(|m| (format!("{name}.momentum"), m.clone()))
+            })
             .collect()
     }
 

@@ -43,7 +43,11 @@ pub enum ProgressMode {
 /// Resumes from `cfg.checkpoint.resume` if set. With another world size than the checkpoint's,
 /// the global batch is kept (the per-worker batch becomes global / world) and so is the
 /// schedule's position; the log says so.
-pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) -> Result<RunSummary> {
+pub fn train(
+    cfg: &Config,
+    comm: &mut dyn Communicator,
+    progress: ProgressMode,
+) -> Result<RunSummary> {
     let started = Instant::now();
     let (rank, world) = (comm.rank(), comm.world_size());
     let progress = if rank == 0 { progress } else { ProgressMode::Quiet };
@@ -54,7 +58,8 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
     };
 
     let (train_set, test_set) = load_datasets(&cfg.data)?;
-    let model = build_model(&cfg.model, train_set.sample_shape(), train_set.num_classes(), cfg.seed)?;
+    let model =
+        build_model(&cfg.model, train_set.sample_shape(), train_set.num_classes(), cfg.seed)?;
     let named = named_parameters(model.as_ref());
     let params: Vec<_> = named.iter().map(|(_, p)| p.clone()).collect();
     let buffers: Vec<_> = named_buffers(model.as_ref()).into_iter().map(|(_, b)| b).collect();
@@ -80,12 +85,19 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
         }
         b = st.global_batch / world;
         pos = Position { step: st.step, epoch: st.epoch, batch_in_epoch: st.batch_in_epoch };
-        say(format!("strata: resumed from {} at step {} (epoch {}, batch {})", dir.display(),
-            st.step, st.epoch + 1, st.batch_in_epoch));
+        say(format!(
+            "strata: resumed from {} at step {} (epoch {}, batch {})",
+            dir.display(),
+            st.step,
+            st.epoch + 1,
+            st.batch_in_epoch
+        ));
         if st.world_size != world {
-            say(format!("strata: the checkpoint was written by {} workers, this run has {world}: \
+            say(format!(
+                "strata: the checkpoint was written by {} workers, this run has {world}: \
                 keeping the global batch {} ({b} per worker) and the schedule position",
-                st.world_size, st.global_batch));
+                st.world_size, st.global_batch
+            ));
         }
         if st.config_hash != cfg.trajectory_hash() {
             say("strata: warning: the config differs from the checkpoint's".into());
@@ -109,7 +121,11 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
     }
     let lr = cfg.optimizer.effective_lr(b * world);
     let schedule = Schedule::new(lr, cfg.schedule.clone(), total_steps, steps_per_epoch);
-    let mut run_dir = if rank == 0 { Some(RunDir::create(&run_path, &cfg.to_toml(), pos.step > 0)?) } else { None };
+    let mut run_dir = if rank == 0 {
+        Some(RunDir::create(&run_path, &cfg.to_toml(), pos.step > 0)?)
+    } else {
+        None
+    };
     say(format!(
         "strata: {} ({} parameters) on {world} worker(s) x {} thread(s); batch {b} per worker, \
          {} global; {steps_per_epoch} steps per epoch; lr {lr}{}",
@@ -118,7 +134,10 @@ pub fn train(cfg: &Config, comm: &mut dyn Communicator, progress: ProgressMode) 
         rayon::current_num_threads(),
         b * world,
         if cfg.optimizer.reference_batch > 0 {
-            format!(" (scaled from {} at batch {})", cfg.optimizer.lr, cfg.optimizer.reference_batch)
+            format!(
+                " (scaled from {} at batch {})",
+                cfg.optimizer.lr, cfg.optimizer.reference_batch
+            )
         } else {
             String::new()
         }
@@ -267,7 +286,8 @@ pub fn train_step(
     rng: &Ctx,
 ) -> Result<(f64, usize)> {
     let tape = Tape::new();
-    let cx = Ctx { tape: Some(tape.clone()), train: true, update_running_stats: true, ..rng.clone() };
+    let cx =
+        Ctx { tape: Some(tape.clone()), train: true, update_running_stats: true, ..rng.clone() };
     let logits = model.forward(&Var::constant(x), &cx)?;
     let loss = ops::softmax_cross_entropy(&logits, labels)?;
     let loss_value = loss.value().to_scalar()?;
@@ -312,10 +332,13 @@ fn count_correct(logits: &Tensor, labels: &[u32]) -> Result<usize> {
         .chunks(k)
         .zip(labels)
         .filter(|(row, &label)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+            let best = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |acc, (i, &v)| {
+                if v > acc.1 {
+                    (i, v)
+                } else {
+                    acc
+                }
+            });
             best.0 == label as usize
         })
         .count();
@@ -360,11 +383,10 @@ fn make_bar(mode: ProgressMode, epoch: u64, epochs: u64, steps: u64) -> Option<P
         return None;
     }
     let bar = ProgressBar::new(steps);
-    let style = ProgressStyle::with_template(
-        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
     Some(bar)
@@ -413,4 +435,3 @@ fn report_epoch(
     }
     Ok(())
 }
-

@@ -106,10 +106,7 @@ struct ReducePlan {
 
 impl ReducePlan {
     fn new<T: Wire>(place: Place, len: usize) -> ReducePlan {
-        let Place {
-            rank,
-            world_size: n,
-        } = place;
+        let Place { rank, world_size: n } = place;
         let steps = 2 * (n - 1);
         let mut sends: Vec<_> = sub_chunks::<T>(chunk_range(len, n, rank)).collect();
         let own_pieces = sends.len();
@@ -121,18 +118,10 @@ impl ReducePlan {
                     sends.push(range.clone());
                 }
                 let last_reduce = step == n - 2;
-                recvs.push(Incoming {
-                    range,
-                    reduce: step < n - 1,
-                    last_reduce,
-                });
+                recvs.push(Incoming { range, reduce: step < n - 1, last_reduce });
             }
         }
-        ReducePlan {
-            recvs,
-            sends,
-            own_pieces,
-        }
+        ReducePlan { recvs, sends, own_pieces }
     }
 }
 
@@ -211,10 +200,7 @@ pub(crate) fn all_gather_bytes(
     header: &Header,
     local: &[u8],
 ) -> LinkResult<Vec<Vec<u8>>> {
-    let Place {
-        rank,
-        world_size: n,
-    } = place;
+    let Place { rank, world_size: n } = place;
     links.send_header(header)?;
     links.expect_header(header, false)?;
 
@@ -254,10 +240,7 @@ fn recv_block(links: &mut Links, len: u64) -> LinkResult<Vec<u8>> {
 /// Splits `range` into pieces of at most [`SUB_CHUNK_BYTES`] bytes of `T`.
 fn sub_chunks<T: Wire>(range: Range<usize>) -> impl Iterator<Item = Range<usize>> {
     let step = SUB_CHUNK_BYTES / T::SIZE;
-    range
-        .clone()
-        .step_by(step)
-        .map(move |start| start..(start + step).min(range.end))
+    range.clone().step_by(step).map(move |start| start..(start + step).min(range.end))
 }
 
 #[cfg(test)]
@@ -268,9 +251,8 @@ mod tests {
     fn chunks_partition_the_buffer_in_order() {
         for world_size in 1..=5 {
             for len in 0..=23 {
-                let ranges: Vec<_> = (0..world_size)
-                    .map(|c| chunk_range(len, world_size, c))
-                    .collect();
+                let ranges: Vec<_> =
+                    (0..world_size).map(|c| chunk_range(len, world_size, c)).collect();
                 // Contiguous from 0 to len, sizes differing by at most one, larger ones first.
                 assert_eq!(ranges[0].start, 0);
                 assert_eq!(ranges[world_size - 1].end, len);
@@ -294,10 +276,7 @@ mod tests {
                 let next = &plans[(rank + 1) % world_size];
                 let received: Vec<_> = next.recvs.iter().map(|r| r.range.clone()).collect();
                 // Own chunk plus 2 n - 3 forwarded chunks: the next rank's 2 n - 2 receives.
-                assert_eq!(
-                    plans[rank].sends, received,
-                    "world {world_size}, rank {rank}"
-                );
+                assert_eq!(plans[rank].sends, received, "world {world_size}, rank {rank}");
             }
         }
     }

@@ -109,13 +109,7 @@ impl Header {
 
     /// A readable description, e.g. `all_reduce #7 (len 1000, arg 0)`.
     pub(crate) fn describe(&self) -> String {
-        format!(
-            "{} #{} (len {}, arg {})",
-            self.kind.name(),
-            self.seq,
-            self.len,
-            self.arg
-        )
+        format!("{} #{} (len {}, arg {})", self.kind.name(), self.seq, self.len, self.arg)
     }
 }
 
@@ -129,11 +123,7 @@ pub(crate) struct Links {
 impl Links {
     /// Wraps the connected streams; `send` goes to the next rank, `recv` comes from the previous.
     pub(crate) fn new(send: TcpStream, recv: TcpStream) -> io::Result<Links> {
-        Ok(Links {
-            recv,
-            recv_buf: Vec::new(),
-            sender: SendQueue::spawn(send)?,
-        })
+        Ok(Links { recv, recv_buf: Vec::new(), sender: SendQueue::spawn(send)? })
     }
 
     /// Queues `header` for the next rank.
@@ -159,10 +149,7 @@ impl Links {
         if same {
             Ok(got)
         } else {
-            Err(LinkError::Mismatch {
-                expected: *expected,
-                got,
-            })
+            Err(LinkError::Mismatch { expected: *expected, got })
         }
     }
 
@@ -195,9 +182,7 @@ impl Links {
     /// Reads exactly `len` bytes from the previous rank into an internal buffer.
     pub(crate) fn recv_exact(&mut self, len: usize) -> LinkResult<&[u8]> {
         self.recv_buf.resize(len, 0);
-        self.recv
-            .read_exact(&mut self.recv_buf)
-            .map_err(LinkError::Recv)?;
+        self.recv.read_exact(&mut self.recv_buf).map_err(LinkError::Recv)?;
         Ok(&self.recv_buf)
     }
 
@@ -216,10 +201,7 @@ impl Links {
 }
 
 fn garbled(bytes: &[u8]) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("garbled collective header {bytes:?}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("garbled collective header {bytes:?}"))
 }
 
 /// Buffers handed to a sender thread, written in order; written buffers come back for reuse.
@@ -238,9 +220,8 @@ impl SendQueue {
         let (jobs, inbox) = mpsc::channel::<Vec<u8>>();
         let (outbox, done) = mpsc::channel();
         let mut writer = stream.try_clone()?;
-        let thread = std::thread::Builder::new()
-            .name("strata-ring-send".into())
-            .spawn(move || {
+        let thread =
+            std::thread::Builder::new().name("strata-ring-send".into()).spawn(move || {
                 for bytes in inbox {
                     let written = writer.write_all(&bytes).map(|()| bytes);
                     let failed = written.is_err();
@@ -322,10 +303,7 @@ impl Drop for SendQueue {
 }
 
 fn stopped() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "the ring's sender thread stopped",
-    )
+    io::Error::new(io::ErrorKind::BrokenPipe, "the ring's sender thread stopped")
 }
 
 #[cfg(test)]
@@ -334,20 +312,12 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_garbage_is_rejected() {
-        let header = Header {
-            kind: Kind::BroadcastBytes,
-            seq: 7,
-            len: 1 << 40,
-            arg: 3,
-        };
+        let header = Header { kind: Kind::BroadcastBytes, seq: 7, len: 1 << 40, arg: 3 };
         let mut bytes = Vec::new();
         header.encode(&mut bytes);
         assert_eq!(bytes.len(), Header::BYTES);
         assert_eq!(Header::decode(&bytes), Some(header));
-        assert_eq!(
-            header.describe(),
-            "broadcast_bytes #7 (len 1099511627776, arg 3)"
-        );
+        assert_eq!(header.describe(), "broadcast_bytes #7 (len 1099511627776, arg 3)");
 
         bytes[0] = 0; // no collective has code 0
         assert_eq!(Header::decode(&bytes), None);

@@ -34,10 +34,7 @@ pub struct RingOptions {
 impl Default for RingOptions {
     /// A 5-minute timeout, listening on the loopback interface (single-node jobs).
     fn default() -> Self {
-        RingOptions {
-            timeout: Duration::from_secs(300),
-            bind_host: "127.0.0.1".into(),
-        }
+        RingOptions { timeout: Duration::from_secs(300), bind_host: "127.0.0.1".into() }
     }
 }
 
@@ -45,10 +42,7 @@ impl RingOptions {
     /// Options for reaching peers over the interface this host reaches `store` from (loopback
     /// when the store is local), with `timeout`.
     pub fn for_store(store: &StoreClient, timeout: Duration) -> RingOptions {
-        RingOptions {
-            timeout,
-            bind_host: store.local_ip().to_string(),
-        }
+        RingOptions { timeout, bind_host: store.local_ip().to_string() }
     }
 }
 
@@ -101,13 +95,7 @@ impl TcpRing {
     ) -> Result<TcpRing> {
         validate(rank, world_size, opts.timeout)?;
         let place = Place { rank, world_size };
-        let mut ring = TcpRing {
-            place,
-            timeout: opts.timeout,
-            seq: 0,
-            links: None,
-            failed: None,
-        };
+        let mut ring = TcpRing { place, timeout: opts.timeout, seq: 0, links: None, failed: None };
         if world_size == 1 {
             return Ok(ring);
         }
@@ -143,18 +131,10 @@ impl TcpRing {
         body: impl FnOnce(&mut Links, Place, &Header) -> std::result::Result<R, LinkError>,
     ) -> Result<R> {
         if let Some(first) = &self.failed {
-            return Err(CommError::Broken {
-                rank: self.place.rank,
-                first: first.clone(),
-            });
+            return Err(CommError::Broken { rank: self.place.rank, first: first.clone() });
         }
         self.seq += 1;
-        let header = Header {
-            kind,
-            seq: self.seq,
-            len: len as u64,
-            arg,
-        };
+        let header = Header { kind, seq: self.seq, len: len as u64, arg };
         let Some(links) = self.links.as_mut() else {
             return Ok(alone());
         };
@@ -201,13 +181,7 @@ impl TcpRing {
                 context: format!("{collective} #{seq} on rank {rank}, from rank {peer}"),
                 detail: source.to_string(),
             },
-            _ => CommError::PeerClosed {
-                collective,
-                seq,
-                rank,
-                peer,
-                source,
-            },
+            _ => CommError::PeerClosed { collective, seq, rank, peer, source },
         }
     }
 
@@ -269,13 +243,9 @@ impl Communicator for TcpRing {
 
     fn all_gather_bytes(&mut self, local: &[u8]) -> Result<Vec<Vec<u8>>> {
         let alone = || vec![local.to_vec()];
-        self.collective(
-            Kind::AllGatherBytes,
-            local.len(),
-            0,
-            alone,
-            |links, place, header| algo::all_gather_bytes(links, place, header, local),
-        )
+        self.collective(Kind::AllGatherBytes, local.len(), 0, alone, |links, place, header| {
+            algo::all_gather_bytes(links, place, header, local)
+        })
     }
 
     fn barrier(&mut self) -> Result<()> {
@@ -295,17 +265,12 @@ impl Communicator for TcpRing {
 
 /// Checks `TcpRing::connect`'s arguments.
 fn validate(rank: usize, world_size: usize, timeout: Duration) -> Result<()> {
-    let invalid = |detail: String| CommError::InvalidArgument {
-        op: "TcpRing::connect",
-        detail,
-    };
+    let invalid = |detail: String| CommError::InvalidArgument { op: "TcpRing::connect", detail };
     if world_size == 0 {
         return Err(invalid("world_size must be at least 1".into()));
     }
     if rank >= world_size {
-        return Err(invalid(format!(
-            "rank {rank} is not below world_size {world_size}"
-        )));
+        return Err(invalid(format!("rank {rank} is not below world_size {world_size}")));
     }
     if timeout.is_zero() {
         return Err(invalid("the timeout must be positive".into()));

@@ -63,15 +63,12 @@ pub(crate) fn connect(plan: &Plan<'_>) -> Result<Connected> {
 
     // Each rank counts its own rings, so the n-th ring of every rank shares a generation and a
     // later ring never reads an earlier one's addresses.
-    let generation = plan
-        .store
-        .add(&format!("ring/generation/{}", plan.rank), 1)?;
+    let generation = plan.store.add(&format!("ring/generation/{}", plan.rank), 1)?;
     let key = |rank: usize| format!("ring/{generation}/addr/{rank}");
 
     let listener = listen(plan)?;
     let advertised = advertised_addr(&listener, plan.store)?;
-    plan.store
-        .set(&key(plan.rank), advertised.to_string().as_bytes())?;
+    plan.store.set(&key(plan.rank), advertised.to_string().as_bytes())?;
 
     let next_addr = match plan.store.get(&key(plan.next()), remaining(deadline)) {
         Ok(bytes) => parse_addr(&bytes, plan.next())?,
@@ -97,13 +94,10 @@ fn listen(plan: &Plan<'_>) -> Result<TcpListener> {
         addr: format!("{}:0", plan.bind_host),
         source,
     };
-    let ip: IpAddr = plan
-        .bind_host
-        .parse()
-        .map_err(|_| CommError::InvalidArgument {
-            op: "TcpRing::connect",
-            detail: format!("bind_host `{}` is not an IP address", plan.bind_host),
-        })?;
+    let ip: IpAddr = plan.bind_host.parse().map_err(|_| CommError::InvalidArgument {
+        op: "TcpRing::connect",
+        detail: format!("bind_host `{}` is not an IP address", plan.bind_host),
+    })?;
     let addr = SocketAddr::new(ip, 0);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(bind_err)?;
@@ -117,9 +111,8 @@ fn listen(plan: &Plan<'_>) -> Result<TcpListener> {
 /// The address peers should dial: the listener's, with an unspecified IP (`0.0.0.0`) replaced
 /// by the interface this host reaches the store from.
 fn advertised_addr(listener: &TcpListener, store: &StoreClient) -> Result<SocketAddr> {
-    let mut addr = listener
-        .local_addr()
-        .map_err(|e| CommError::io("reading the ring listener address", e))?;
+    let mut addr =
+        listener.local_addr().map_err(|e| CommError::io("reading the ring listener address", e))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(store.local_ip());
     }
@@ -140,9 +133,7 @@ fn unpublished(
     world_size: usize,
     key: &dyn Fn(usize) -> String,
 ) -> Vec<usize> {
-    (0..world_size)
-        .filter(|&rank| matches!(store.check(&[&key(rank)]), Ok(false)))
-        .collect()
+    (0..world_size).filter(|&rank| matches!(store.check(&[&key(rank)]), Ok(false))).collect()
 }
 
 /// Connects to the next rank, retrying refused attempts, and sends the hello.

@@ -93,10 +93,7 @@ impl StoreClient {
     ///
     /// [`CommError::Io`] if the store does not answer, [`CommError::StoreRefused`] if it refuses.
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
-        let request = Request::Set {
-            key: key.to_owned(),
-            value: value.to_vec(),
-        };
+        let request = Request::Set { key: key.to_owned(), value: value.to_vec() };
         match self.round_trip(&request, Duration::ZERO)? {
             Response::Done => Ok(()),
             other => Err(self.unexpected("set", key, other)),
@@ -111,16 +108,10 @@ impl StoreClient {
     /// [`CommError::Io`] if the store does not answer.
     pub fn get(&self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
         let wait_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let request = Request::Get {
-            key: key.to_owned(),
-            wait_ms,
-        };
+        let request = Request::Get { key: key.to_owned(), wait_ms };
         match self.round_trip(&request, timeout)? {
             Response::Value(value) => Ok(value),
-            Response::NotYet => Err(CommError::KeyTimeout {
-                key: key.to_owned(),
-                waited: timeout,
-            }),
+            Response::NotYet => Err(CommError::KeyTimeout { key: key.to_owned(), waited: timeout }),
             other => Err(self.unexpected("get", key, other)),
         }
     }
@@ -133,10 +124,7 @@ impl StoreClient {
     /// [`CommError::StoreRefused`] if `key` holds something other than a counter or the sum
     /// overflows; [`CommError::Io`] if the store does not answer.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
-        let request = Request::Add {
-            key: key.to_owned(),
-            delta,
-        };
+        let request = Request::Add { key: key.to_owned(), delta };
         match self.round_trip(&request, Duration::ZERO)? {
             Response::Counter(value) => Ok(value),
             other => Err(self.unexpected("add", key, other)),
@@ -149,9 +137,7 @@ impl StoreClient {
     ///
     /// [`CommError::Io`] if the store does not answer.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        let request = Request::Delete {
-            key: key.to_owned(),
-        };
+        let request = Request::Delete { key: key.to_owned() };
         match self.round_trip(&request, Duration::ZERO)? {
             Response::Deleted(existed) => Ok(existed),
             other => Err(self.unexpected("delete", key, other)),
@@ -164,9 +150,7 @@ impl StoreClient {
     ///
     /// [`CommError::Io`] if the store does not answer.
     pub fn check(&self, keys: &[&str]) -> Result<bool> {
-        let request = Request::Check {
-            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-        };
+        let request = Request::Check { keys: keys.iter().map(|k| (*k).to_owned()).collect() };
         match self.round_trip(&request, Duration::ZERO)? {
             Response::Present(present) => Ok(present),
             other => Err(self.unexpected("check", &keys.join(","), other)),
@@ -194,10 +178,7 @@ impl StoreClient {
 
         let body = result.map_err(|e| {
             let context = if crate::error::is_io_timeout(&e) {
-                format!(
-                    "the store at {} did not answer within {deadline:?}",
-                    self.name
-                )
+                format!("the store at {} did not answer within {deadline:?}", self.name)
             } else {
                 format!("talking to the store at {}", self.name)
             };
@@ -212,11 +193,8 @@ impl StoreClient {
     /// Opens a fresh connection to the already resolved address.
     fn reconnect(&self) -> Result<TcpStream> {
         let addr = self.addr;
-        let (stream, _) = connect_with_retry(
-            &self.name,
-            || Ok(vec![addr].into_iter()),
-            self.request_timeout,
-        )?;
+        let (stream, _) =
+            connect_with_retry(&self.name, || Ok(vec![addr].into_iter()), self.request_timeout)?;
         Ok(stream)
     }
 

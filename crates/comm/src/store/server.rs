@@ -48,16 +48,9 @@ impl StoreServer {
     pub fn start(addr: SocketAddr) -> Result<StoreServer> {
         let listener = std::net::TcpListener::bind(addr).map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
-                CommError::PortInUse {
-                    addr,
-                    port: addr.port(),
-                }
+                CommError::PortInUse { addr, port: addr.port() }
             } else {
-                CommError::Bind {
-                    what: "rendezvous store",
-                    addr: addr.to_string(),
-                    source,
-                }
+                CommError::Bind { what: "rendezvous store", addr: addr.to_string(), source }
             }
         })?;
         let local = listener
@@ -83,11 +76,7 @@ impl StoreServer {
             .spawn(move || runtime.block_on(serve(listener, stop)))
             .map_err(|e| CommError::io("spawning the store thread", e))?;
 
-        Ok(StoreServer {
-            addr: local,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        })
+        Ok(StoreServer { addr: local, shutdown: Some(shutdown), thread: Some(thread) })
     }
 
     /// The address the store listens on (with the real port when started on port 0).
@@ -226,18 +215,13 @@ fn add(state: &State, key: String, delta: i64) -> Response {
     let mut map = state.map();
     let current = match map.get(&key) {
         None => 0,
-        Some(bytes) => match std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-        {
+        Some(bytes) => match std::str::from_utf8(bytes).ok().and_then(|s| s.parse::<i64>().ok()) {
             Some(value) => value,
             None => return Response::Refused(format!("key `{key}` holds a non-counter value")),
         },
     };
     let Some(next) = current.checked_add(delta) else {
-        return Response::Refused(format!(
-            "counter `{key}` would overflow ({current} + {delta})"
-        ));
+        return Response::Refused(format!("counter `{key}` would overflow ({current} + {delta})"));
     };
     map.insert(key, next.to_string().into_bytes());
     drop(map);

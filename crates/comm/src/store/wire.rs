@@ -49,10 +49,7 @@ pub(crate) enum Response {
 pub(crate) fn encode_frame<M: Serialize>(message: &M) -> Result<Vec<u8>, String> {
     let body = postcard::to_allocvec(message).map_err(|e| format!("cannot encode: {e}"))?;
     if body.len() > MAX_FRAME_BYTES {
-        return Err(format!(
-            "{} bytes exceed the {MAX_FRAME_BYTES}-byte frame limit",
-            body.len()
-        ));
+        return Err(format!("{} bytes exceed the {MAX_FRAME_BYTES}-byte frame limit", body.len()));
     }
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -64,9 +61,7 @@ pub(crate) fn encode_frame<M: Serialize>(message: &M) -> Result<Vec<u8>, String>
 pub(crate) fn check_frame_len(len: u32) -> Result<usize, String> {
     let len = len as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(format!(
-            "frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
-        ));
+        return Err(format!("frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"));
     }
     Ok(len)
 }

@@ -25,10 +25,7 @@ pub fn join(
     timeout: Duration,
 ) -> Result<TcpRing> {
     let store = StoreClient::connect(addr, Duration::from_secs(5))?;
-    let opts = RingOptions {
-        timeout,
-        ..RingOptions::default()
-    };
+    let opts = RingOptions { timeout, ..RingOptions::default() };
     TcpRing::connect(&store, rank, world_size, opts)
 }
 
@@ -52,19 +49,13 @@ where
             })
         })
         .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("rank thread panicked"))
-        .collect()
+    threads.into_iter().map(|t| t.join().expect("rank thread panicked")).collect()
 }
 
 /// Asserts two f32 slices are equal bit for bit, naming the first differing element.
 pub fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-        panic!(
-            "{what}: element {i} is {} but {} was expected",
-            got[i], want[i]
-        );
+        panic!("{what}: element {i} is {} but {} was expected", got[i], want[i]);
     }
 }

@@ -87,11 +87,7 @@ pub(super) fn forward_train<T: CpuFloat>(
     lay: Layout,
     eps: f64,
 ) -> Result<BatchNormOutput> {
-    let (xs, gs, bs) = (
-        x.as_slice::<T>()?,
-        gamma.as_slice::<T>()?,
-        beta.as_slice::<T>()?,
-    );
+    let (xs, gs, bs) = (x.as_slice::<T>()?, gamma.as_slice::<T>()?, beta.as_slice::<T>()?);
     let (n, _, l) = lay;
     let count = (n * l) as f64;
     let stats = per_channel(lay, |ch| {
@@ -116,11 +112,7 @@ pub(super) fn forward_train<T: CpuFloat>(
         .iter()
         .zip(gs.iter().zip(bs))
         .map(|(&(mean, _, invstd), (g, &b))| {
-            (
-                T::from_f64_lossy(mean),
-                T::from_f64_lossy(invstd * g.as_f64()),
-                b,
-            )
+            (T::from_f64_lossy(mean), T::from_f64_lossy(invstd * g.as_f64()), b)
         })
         .collect();
     let y = per_plane(
@@ -188,11 +180,7 @@ pub(super) fn backward<T: CpuFloat>(
     lay: Layout,
 ) -> Result<BatchNormGrads> {
     let (dys, xs) = (dy.as_slice::<T>()?, x.as_slice::<T>()?);
-    let (gs, ms, is) = (
-        gamma.as_slice::<T>()?,
-        mean.as_slice::<T>()?,
-        invstd.as_slice::<T>()?,
-    );
+    let (gs, ms, is) = (gamma.as_slice::<T>()?, mean.as_slice::<T>()?, invstd.as_slice::<T>()?);
     let (n, _, l) = lay;
     let count = (n * l) as f64;
     let sums = per_channel(lay, |ch| {
@@ -220,12 +208,7 @@ pub(super) fn backward<T: CpuFloat>(
             let a = g * inv;
             let b = -a * inv * dgamma / count;
             let d = -a * dbeta / count;
-            (
-                ms[ch],
-                T::from_f64_lossy(a),
-                T::from_f64_lossy(b),
-                T::from_f64_lossy(d),
-            )
+            (ms[ch], T::from_f64_lossy(a), T::from_f64_lossy(b), T::from_f64_lossy(d))
         })
         .collect();
     let dx = per_plane(

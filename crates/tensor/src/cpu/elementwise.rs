@@ -25,11 +25,7 @@ fn parallel(len: usize) -> bool {
 
 /// Ranges of `0..len`, one per thread for large lengths, else a single one.
 fn chunks(len: usize) -> Vec<Range<usize>> {
-    let parts = if parallel(len) {
-        threads().min(len / PAR_GRAIN)
-    } else {
-        1
-    };
+    let parts = if parallel(len) { threads().min(len / PAR_GRAIN) } else { 1 };
     split_even(len, parts)
 }
 
@@ -218,9 +214,8 @@ pub(super) fn sum_planes<'a, T: CpuFloat>(
                 // wait on one another; then single vectors; then single elements.
                 let full = a.len() / (4 * LANES) * (4 * LANES);
                 let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
-                let quads = a[..full]
-                    .chunks_exact(4 * LANES)
-                    .zip(b[..full].chunks_exact(4 * LANES));
+                let quads =
+                    a[..full].chunks_exact(4 * LANES).zip(b[..full].chunks_exact(4 * LANES));
                 for (xa, xb) in quads {
                     let xa: &[T; 4 * LANES] = xa.try_into().expect("4 LANES elements");
                     let xb: &[T; 4 * LANES] = xb.try_into().expect("4 LANES elements");
@@ -242,9 +237,7 @@ pub(super) fn sum_planes<'a, T: CpuFloat>(
                 }
                 let (ra, rb) = (&a[full..], &b[full..]);
                 let tail = ra.len() / LANES * LANES;
-                let singles = ra[..tail]
-                    .chunks_exact(LANES)
-                    .zip(rb[..tail].chunks_exact(LANES));
+                let singles = ra[..tail].chunks_exact(LANES).zip(rb[..tail].chunks_exact(LANES));
                 for (xa, xb) in singles {
                     let xa: &[T; LANES] = xa.try_into().expect("LANES elements");
                     let xb: &[T; LANES] = xb.try_into().expect("LANES elements");
@@ -282,11 +275,7 @@ fn sum_sq_f64<T: CpuFloat>(xs: &[T]) -> f64 {
                     s[k] += v * v;
                 }
             }
-            let rest: f64 = chunks
-                .remainder()
-                .iter()
-                .map(|v| v.as_f64() * v.as_f64())
-                .sum();
+            let rest: f64 = chunks.remainder().iter().map(|v| v.as_f64() * v.as_f64()).sum();
             s.iter().sum::<f64>() + rest
         },
     )

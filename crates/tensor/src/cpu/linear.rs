@@ -28,13 +28,7 @@ pub(super) fn forward<T: CpuFloat>(
         // SAFETY: the product with `accumulate = false` writes all n·o elements.
         None => unsafe {
             new_vec_with(n * o, |y| {
-                matmul(
-                    MatMut::row_major_uninit(y, n, o),
-                    lhs,
-                    rhs,
-                    false,
-                    threads(),
-                )
+                matmul(MatMut::row_major_uninit(y, n, o), lhs, rhs, false, threads())
             })
         },
     };
@@ -55,23 +49,11 @@ pub(super) fn backward<T: CpuFloat>(
     let (dx, dw) = unsafe {
         let dx = new_vec_with(n * i, |dx| {
             let (lhs, rhs) = (MatRef::row_major(dys, n, o), MatRef::row_major(ws, o, i));
-            matmul(
-                MatMut::row_major_uninit(dx, n, i),
-                lhs,
-                rhs,
-                false,
-                threads(),
-            )
+            matmul(MatMut::row_major_uninit(dx, n, i), lhs, rhs, false, threads())
         });
         let dw = new_vec_with(o * i, |dw| {
             let (lhs, rhs) = (MatRef::transposed(dys, o, n), MatRef::row_major(xs, n, i));
-            matmul(
-                MatMut::row_major_uninit(dw, o, i),
-                lhs,
-                rhs,
-                false,
-                threads(),
-            )
+            matmul(MatMut::row_major_uninit(dw, o, i), lhs, rhs, false, threads())
         });
         (dx, dw)
     };
@@ -80,16 +62,9 @@ pub(super) fn backward<T: CpuFloat>(
         for row in dys.chunks_exact(o.max(1)) {
             acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v.as_f64());
         }
-        Some(Tensor::from_vec(
-            acc.into_iter().map(T::from_f64_lossy).collect::<Vec<T>>(),
-            [o],
-        )?)
+        Some(Tensor::from_vec(acc.into_iter().map(T::from_f64_lossy).collect::<Vec<T>>(), [o])?)
     } else {
         None
     };
-    Ok(LinearGrads {
-        dx: Tensor::from_vec(dx, [n, i])?,
-        dw: Tensor::from_vec(dw, [o, i])?,
-        db,
-    })
+    Ok(LinearGrads { dx: Tensor::from_vec(dx, [n, i])?, dw: Tensor::from_vec(dw, [o, i])?, db })
 }

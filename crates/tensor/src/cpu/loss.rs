@@ -17,9 +17,7 @@ pub(super) fn softmax_cross_entropy_forward<T: CpuFloat>(
     let mut probs = Vec::with_capacity(n * k);
     let mut total = 0.0f64;
     for (row, &label) in xs.chunks_exact(k).zip(labels) {
-        let max = row
-            .iter()
-            .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        let max = row.iter().fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
         let start = probs.len();
         probs.extend(row.iter().map(|&v| (v - max).exp()));
         let sum: f64 = probs[start..].iter().map(|p| p.as_f64()).sum();

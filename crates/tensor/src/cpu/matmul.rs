@@ -18,36 +18,18 @@ pub(crate) struct MatRef<'a, T> {
 impl<'a, T> MatRef<'a, T> {
     /// `rows x cols` stored row by row (`data[i * cols + j]`).
     pub(crate) fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        MatRef { data, rows, cols, rs: cols, cs: 1 }
     }
 
     /// The transpose of a row-major `cols x rows` matrix: `(i, j)` is `data[j * rows + i]`.
     pub(crate) fn transposed(data: &'a [T], rows: usize, cols: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            rs: 1,
-            cs: rows,
-        }
+        MatRef { data, rows, cols, rs: 1, cs: rows }
     }
 
     /// `rows x cols` with row stride `rs` and column stride `cs`. Rows may overlap (a row
     /// stride below `cols · cs`): products only read operands.
     pub(crate) fn strided(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
+        MatRef { data, rows, cols, rs, cs }
     }
 
     fn fits(&self) -> bool {
@@ -72,36 +54,15 @@ impl<'a, T> MatMut<'a, T> {
     /// `rows x cols` row-major over initialised memory.
     pub(crate) fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Self {
         let (ptr, len) = (data.as_mut_ptr(), data.len());
-        MatMut {
-            ptr,
-            len,
-            initialised: true,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-            _borrow: PhantomData,
-        }
+        MatMut { ptr, len, initialised: true, rows, cols, rs: cols, cs: 1, _borrow: PhantomData }
     }
 
     /// `rows x cols` with row stride `rs` (at least `cols`) over initialised memory: a block
     /// of columns of a wider row-major matrix.
     pub(crate) fn row_block(data: &'a mut [T], rows: usize, cols: usize, rs: usize) -> Self {
-        assert!(
-            rs >= cols,
-            "row_block: rows of {cols} with stride {rs} would overlap"
-        );
+        assert!(rs >= cols, "row_block: rows of {cols} with stride {rs} would overlap");
         let (ptr, len) = (data.as_mut_ptr(), data.len());
-        MatMut {
-            ptr,
-            len,
-            initialised: true,
-            rows,
-            cols,
-            rs,
-            cs: 1,
-            _borrow: PhantomData,
-        }
+        MatMut { ptr, len, initialised: true, rows, cols, rs, cs: 1, _borrow: PhantomData }
     }
 
     /// `rows x cols` row-major over memory that the product will initialise.
@@ -111,16 +72,7 @@ impl<'a, T> MatMut<'a, T> {
         cols: usize,
     ) -> Self {
         let (ptr, len) = (data.as_mut_ptr().cast::<T>(), data.len());
-        MatMut {
-            ptr,
-            len,
-            initialised: false,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-            _borrow: PhantomData,
-        }
+        MatMut { ptr, len, initialised: false, rows, cols, rs: cols, cs: 1, _borrow: PhantomData }
     }
 }
 
@@ -158,26 +110,14 @@ pub(crate) fn matmul<T: CpuFloat>(
         rhs.rows,
         rhs.cols
     );
-    assert!(
-        lhs.fits() && rhs.fits(),
-        "matmul: operand view overruns its storage"
-    );
-    assert!(
-        fits(dst.len, dst.rows, dst.cols, dst.rs, dst.cs),
-        "matmul: dst view overruns"
-    );
-    assert!(
-        dst.initialised || !accumulate,
-        "matmul: accumulating into uninitialised memory"
-    );
+    assert!(lhs.fits() && rhs.fits(), "matmul: operand view overruns its storage");
+    assert!(fits(dst.len, dst.rows, dst.cols, dst.rs, dst.cs), "matmul: dst view overruns");
+    assert!(dst.initialised || !accumulate, "matmul: accumulating into uninitialised memory");
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism =
+        if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every index of the three views inside its borrow; `dst` is
     // borrowed mutably for 'a and so aliases neither operand; `T` is f32 or f64 (CpuFloat is
     // sealed), which gemm supports; with `read_dst = false` gemm only writes `dst`.

@@ -207,18 +207,10 @@ fn common_dtype(op: &'static str, ts: &[&Tensor]) -> Result<DType> {
     let first = ts[0];
     for t in ts {
         if t.device() != Device::Cpu {
-            return Err(TensorError::DeviceMismatch {
-                op,
-                a: Device::Cpu,
-                b: t.device(),
-            });
+            return Err(TensorError::DeviceMismatch { op, a: Device::Cpu, b: t.device() });
         }
         if t.dtype() != first.dtype() {
-            return Err(TensorError::DType {
-                op,
-                expected: first.dtype(),
-                got: t.dtype(),
-            });
+            return Err(TensorError::DType { op, expected: first.dtype(), got: t.dtype() });
         }
     }
     Ok(first.dtype())
@@ -236,10 +228,7 @@ fn expect_dims(op: &'static str, name: &str, t: &Tensor, want: &[usize]) -> Resu
     if t.dims() == want {
         Ok(())
     } else {
-        Err(shape_err(
-            op,
-            format!("{name} has shape {:?}, expected {want:?}", t.dims()),
-        ))
+        Err(shape_err(op, format!("{name} has shape {:?}, expected {want:?}", t.dims())))
     }
 }
 
@@ -248,10 +237,7 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.dims() == b.dims() {
         Ok(())
     } else {
-        Err(shape_err(
-            op,
-            format!("{:?} and {:?} differ", a.dims(), b.dims()),
-        ))
+        Err(shape_err(op, format!("{:?} and {:?} differ", a.dims(), b.dims())))
     }
 }
 
@@ -260,26 +246,17 @@ fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<(usize, usize, usiz
     match *x.dims() {
         [n, c, h, w] => Ok((n, c, h * w)),
         [n, c] => Ok((n, c, 1)),
-        _ => Err(shape_err(
-            op,
-            format!("x must be [N, C, H, W] or [N, C], got {:?}", x.dims()),
-        )),
+        _ => Err(shape_err(op, format!("x must be [N, C, H, W] or [N, C], got {:?}", x.dims()))),
     }
 }
 
 /// Fail unless every label is a class index below `k` and there is one per row.
 fn check_labels(op: &'static str, labels: &[u32], n: usize, k: usize) -> Result<()> {
     if labels.len() != n {
-        return Err(shape_err(
-            op,
-            format!("{} labels for {n} rows", labels.len()),
-        ));
+        return Err(shape_err(op, format!("{} labels for {n} rows", labels.len())));
     }
     match labels.iter().position(|&l| l as usize >= k) {
-        Some(i) => Err(shape_err(
-            op,
-            format!("label {} at row {i} is not below {k}", labels[i]),
-        )),
+        Some(i) => Err(shape_err(op, format!("label {} at row {i} is not below {k}", labels[i]))),
         None => Ok(()),
     }
 }
@@ -337,16 +314,9 @@ impl Backend for CpuBackend {
         expect_dims(OP, "gamma", gamma, &[c])?;
         expect_dims(OP, "beta", beta, &[c])?;
         if n * l == 0 {
-            return Err(shape_err(
-                OP,
-                format!("no elements per channel in {:?}", x.dims()),
-            ));
+            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
         }
-        dispatch!(
-            OP,
-            dt,
-            batch_norm::forward_train(x, gamma, beta, (n, c, l), eps)
-        )
+        dispatch!(OP, dt, batch_norm::forward_train(x, gamma, beta, (n, c, l), eps))
     }
 
     fn batch_norm_forward_eval(
@@ -361,19 +331,10 @@ impl Backend for CpuBackend {
         const OP: &str = "batch_norm_forward_eval";
         let dt = common_dtype(OP, &[x, gamma, beta, mean, var])?;
         let (n, c, l) = batch_norm_layout(OP, x)?;
-        for (name, t) in [
-            ("gamma", gamma),
-            ("beta", beta),
-            ("mean", mean),
-            ("var", var),
-        ] {
+        for (name, t) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)] {
             expect_dims(OP, name, t, &[c])?;
         }
-        dispatch!(
-            OP,
-            dt,
-            batch_norm::forward_eval(x, gamma, beta, mean, var, (n, c, l), eps)
-        )
+        dispatch!(OP, dt, batch_norm::forward_eval(x, gamma, beta, mean, var, (n, c, l), eps))
     }
 
     fn batch_norm_backward(
@@ -392,16 +353,9 @@ impl Backend for CpuBackend {
             expect_dims(OP, name, t, &[c])?;
         }
         if n * l == 0 {
-            return Err(shape_err(
-                OP,
-                format!("no elements per channel in {:?}", x.dims()),
-            ));
+            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
         }
-        dispatch!(
-            OP,
-            dt,
-            batch_norm::backward(dy, x, gamma, mean, invstd, (n, c, l))
-        )
+        dispatch!(OP, dt, batch_norm::backward(dy, x, gamma, mean, invstd, (n, c, l)))
     }
 
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -497,10 +451,7 @@ impl Backend for CpuBackend {
         let [n, i] = dims_n(OP, "x", x)?;
         let [o, wi] = dims_n(OP, "w", w)?;
         if wi != i {
-            return Err(shape_err(
-                OP,
-                format!("x {:?} and w {:?}", x.dims(), w.dims()),
-            ));
+            return Err(shape_err(OP, format!("x {:?} and w {:?}", x.dims(), w.dims())));
         }
         if let Some(b) = b {
             expect_dims(OP, "b", b, &[o])?;
@@ -520,10 +471,7 @@ impl Backend for CpuBackend {
         let [n, i] = dims_n(OP, "x", x)?;
         let [o, wi] = dims_n(OP, "w", w)?;
         if wi != i {
-            return Err(shape_err(
-                OP,
-                format!("x {:?} and w {:?}", x.dims(), w.dims()),
-            ));
+            return Err(shape_err(OP, format!("x {:?} and w {:?}", x.dims(), w.dims())));
         }
         expect_dims(OP, "dy", dy, &[n, o])?;
         dispatch!(OP, dt, linear::backward(dy, x, w, has_bias, (n, i, o)))
@@ -541,11 +489,7 @@ impl Backend for CpuBackend {
             return Err(shape_err(OP, format!("empty logits {:?}", logits.dims())));
         }
         check_labels(OP, labels, n, k)?;
-        dispatch!(
-            OP,
-            dt,
-            loss::softmax_cross_entropy_forward(logits, labels, (n, k))
-        )
+        dispatch!(OP, dt, loss::softmax_cross_entropy_forward(logits, labels, (n, k)))
     }
 
     fn softmax_cross_entropy_backward(
@@ -561,11 +505,7 @@ impl Backend for CpuBackend {
             return Err(shape_err(OP, format!("empty probs {:?}", probs.dims())));
         }
         check_labels(OP, labels, n, k)?;
-        dispatch!(
-            OP,
-            dt,
-            loss::softmax_cross_entropy_backward(probs, labels, dloss, (n, k))
-        )
+        dispatch!(OP, dt, loss::softmax_cross_entropy_backward(probs, labels, dloss, (n, k)))
     }
 
     fn add_assign(&self, dst: &mut Tensor, src: &Tensor) -> Result<()> {

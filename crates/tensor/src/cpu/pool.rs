@@ -26,11 +26,7 @@ impl PoolGeom {
     /// padding may be at most half the window, so every window sees at least one input.
     pub(crate) fn new(op: &'static str, x_dims: [usize; 4], prm: Pool2dParams) -> Result<Self> {
         let [n, c, h, w] = x_dims;
-        let Pool2dParams {
-            kernel,
-            stride,
-            padding: pad,
-        } = prm;
+        let Pool2dParams { kernel, stride, padding: pad } = prm;
         let detail = |why: &str| shape_err(op, format!("x {x_dims:?}, {prm:?}: {why}"));
         if kernel == 0 || stride == 0 {
             return Err(detail("kernel and stride must be at least 1"));
@@ -44,21 +40,8 @@ impl PoolGeom {
         if n * c * h * w > u32::MAX as usize + 1 {
             return Err(detail("argmax indices must fit in u32"));
         }
-        let (p, q) = (
-            (h + 2 * pad - kernel) / stride + 1,
-            (w + 2 * pad - kernel) / stride + 1,
-        );
-        Ok(PoolGeom {
-            n,
-            c,
-            h,
-            w,
-            kernel,
-            stride,
-            pad,
-            p,
-            q,
-        })
+        let (p, q) = ((h + 2 * pad - kernel) / stride + 1, (w + 2 * pad - kernel) / stride + 1);
+        Ok(PoolGeom { n, c, h, w, kernel, stride, pad, p, q })
     }
 
     /// Input rows (or columns) `lo..hi` covered by output row (column) `o` along an axis of
@@ -76,10 +59,7 @@ pub(super) fn global_avg_forward<T: CpuFloat>(x: &Tensor, dims: [usize; 4]) -> R
     let [n, c, h, w] = dims;
     let hw = h * w;
     let xs = x.as_slice::<T>()?;
-    let y = xs
-        .chunks_exact(hw)
-        .map(|p| T::from_f64_lossy(sum_f64(p) / hw as f64))
-        .collect();
+    let y = xs.chunks_exact(hw).map(|p| T::from_f64_lossy(sum_f64(p) / hw as f64)).collect();
     Tensor::from_vec(y, [n, c])
 }
 

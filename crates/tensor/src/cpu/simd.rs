@@ -37,14 +37,8 @@ unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
 
 /// Check that a tile transpose stays inside its slices.
 fn check_tile(src_len: usize, stride: usize, dst_len: usize, offsets: &[usize; TILE]) {
-    assert!(
-        stride >= TILE && (TILE - 1) * stride + TILE <= src_len,
-        "tile outside src"
-    );
-    assert!(
-        offsets.iter().all(|&o| o + TILE <= dst_len),
-        "tile row outside dst"
-    );
+    assert!(stride >= TILE && (TILE - 1) * stride + TILE <= src_len, "tile outside src");
+    assert!(offsets.iter().all(|&o| o + TILE <= dst_len), "tile row outside dst");
 }
 
 /// `dst[offsets[j] + i] = src[i · stride + j]` for `i`, `j` < [`TILE`], element by element.
@@ -130,18 +124,9 @@ unsafe fn transpose_16x16_avx512(
             let c2 = _mm512_shuffle_f32x4::<0xEE>(b[j], b[4 + j]);
             let c3 = _mm512_shuffle_f32x4::<0xEE>(b[8 + j], b[12 + j]);
             _mm512_storeu_ps(dst.add(offsets[j]), _mm512_shuffle_f32x4::<0x88>(c0, c1));
-            _mm512_storeu_ps(
-                dst.add(offsets[4 + j]),
-                _mm512_shuffle_f32x4::<0xDD>(c0, c1),
-            );
-            _mm512_storeu_ps(
-                dst.add(offsets[8 + j]),
-                _mm512_shuffle_f32x4::<0x88>(c2, c3),
-            );
-            _mm512_storeu_ps(
-                dst.add(offsets[12 + j]),
-                _mm512_shuffle_f32x4::<0xDD>(c2, c3),
-            );
+            _mm512_storeu_ps(dst.add(offsets[4 + j]), _mm512_shuffle_f32x4::<0xDD>(c0, c1));
+            _mm512_storeu_ps(dst.add(offsets[8 + j]), _mm512_shuffle_f32x4::<0x88>(c2, c3));
+            _mm512_storeu_ps(dst.add(offsets[12 + j]), _mm512_shuffle_f32x4::<0xDD>(c2, c3));
         }
     }
 }

@@ -44,13 +44,7 @@ pub fn tol(dtype: DType) -> f64 {
 
 /// Assert `|got - want| <= tol · max(1, |want|)` element-wise, naming the worst element.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     let mut worst = (0.0f64, 0usize);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs() / w.abs().max(1.0);
@@ -95,18 +89,10 @@ pub fn check_gradients(
     let r = random(y.dims(), 0x5eed, DType::F64);
     let rv = vals(&r);
     let grads = backward(inputs, &r);
-    assert_eq!(
-        grads.len(),
-        inputs.len(),
-        "{name}: one gradient slot per input"
-    );
+    assert_eq!(grads.len(), inputs.len(), "{name}: one gradient slot per input");
     for (i, grad) in grads.iter().enumerate() {
         let Some(grad) = grad else { continue };
-        assert_eq!(
-            grad.dims(),
-            inputs[i].dims(),
-            "{name}: shape of the gradient of input {i}"
-        );
+        assert_eq!(grad.dims(), inputs[i].dims(), "{name}: shape of the gradient of input {i}");
         let analytic = vals(grad);
         let base = vals(&inputs[i]);
         let mut worst = (0.0f64, 0usize, 0.0f64, 0.0f64);
@@ -141,9 +127,7 @@ pub fn out_len(len: usize, k: usize, p: Conv2dParams) -> usize {
 
 /// Input index along one axis for output `o` and tap `t`, if inside the input.
 fn tap(o: usize, t: usize, len: usize, p: Conv2dParams) -> Option<usize> {
-    (o * p.stride + t)
-        .checked_sub(p.padding)
-        .filter(|&i| i < len)
+    (o * p.stride + t).checked_sub(p.padding).filter(|&i| i < len)
 }
 
 /// Direct convolution in f64, straight from the definition

@@ -67,10 +67,7 @@ impl ConvGeom {
         prm: Conv2dParams,
     ) -> Result<Self> {
         let ([n, c, h, w], [k, wc, r, s]) = (x_dims, w_dims);
-        let Conv2dParams {
-            stride,
-            padding: pad,
-        } = prm;
+        let Conv2dParams { stride, padding: pad } = prm;
         let detail =
             |why: &str| shape_err(op, format!("x {x_dims:?}, w {w_dims:?}, {prm:?}: {why}"));
         if wc != c {
@@ -82,23 +79,8 @@ impl ConvGeom {
         if h + 2 * pad < r || w + 2 * pad < s {
             return Err(detail("the window is larger than the padded input"));
         }
-        let (p, q) = (
-            (h + 2 * pad - r) / stride + 1,
-            (w + 2 * pad - s) / stride + 1,
-        );
-        Ok(ConvGeom {
-            n,
-            c,
-            h,
-            w,
-            k,
-            r,
-            s,
-            stride,
-            pad,
-            p,
-            q,
-        })
+        let (p, q) = ((h + 2 * pad - r) / stride + 1, (w + 2 * pad - s) / stride + 1);
+        Ok(ConvGeom { n, c, h, w, k, r, s, stride, pad, p, q })
     }
 
     /// True when some dimension is zero: every output element is then zero (or there is none).
@@ -207,13 +189,7 @@ fn forward_range<T: CpuFloat>(
             let rhs = MatRef::row_major(rhs, kc, cols);
 
             if gs == 1 {
-                matmul(
-                    MatMut::row_major_uninit(y_grp, m, cols),
-                    w,
-                    rhs,
-                    false,
-                    threads,
-                );
+                matmul(MatMut::row_major_uninit(y_grp, m, cols), w, rhs, false, threads);
             } else {
                 let tmp = &mut tmp[..m * cols];
                 matmul(MatMut::row_major(tmp, m, cols), w, rhs, false, threads);
@@ -274,13 +250,7 @@ fn backward_data_range<T: CpuFloat>(
             let rhs = MatRef::row_major(rhs, m, cols);
 
             if g.is_pointwise() && gs == 1 {
-                matmul(
-                    MatMut::row_major_uninit(dx_grp, kc, cols),
-                    wt,
-                    rhs,
-                    false,
-                    threads,
-                );
+                matmul(MatMut::row_major_uninit(dx_grp, kc, cols), wt, rhs, false, threads);
             } else {
                 let dcol = &mut dcol[..kc * cols];
                 matmul(MatMut::row_major(dcol, kc, cols), wt, rhs, false, threads);
@@ -308,9 +278,7 @@ pub(super) fn backward_filter<T: CpuFloat>(
     .into_iter();
 
     // Sum the per-range partials in range order, then permute (k, r, s, c) to (k, c, r, s).
-    let mut dw_rsc = partials
-        .next()
-        .unwrap_or_else(|| vec![T::zero(); g.k * g.kc()]);
+    let mut dw_rsc = partials.next().unwrap_or_else(|| vec![T::zero(); g.k * g.kc()]);
     for part in partials {
         dw_rsc.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
     }
@@ -355,11 +323,7 @@ fn filter_by_shifts<T: CpuFloat>(
     threads: usize,
 ) -> Vec<T> {
     let (kc, pq, m, chw) = (g.kc(), g.pq(), g.k, g.c * g.hw());
-    let (wp, plane, run) = (
-        g.w + 2 * g.pad,
-        (g.h + 2 * g.pad) * (g.w + 2 * g.pad),
-        g.s * g.c,
-    );
+    let (wp, plane, run) = (g.w + 2 * g.pad, (g.h + 2 * g.pad) * (g.w + 2 * g.pad), g.s * g.c);
     let group = g.group_size::<T>(imgs.len(), plane * (g.c + m));
     let mut dw = vec![T::zero(); m * kc];
     T::with_scratch(group * plane * (g.c + m), |scratch| {
@@ -428,13 +392,7 @@ fn filter_by_im2row<T: CpuFloat>(
 
             let dst = MatMut::row_major(&mut dw, m, kc);
             let lhs = MatRef::row_major(lhs, m, cols);
-            matmul(
-                dst,
-                lhs,
-                MatRef::row_major(rows, cols, kc),
-                done > 0,
-                threads,
-            );
+            matmul(dst, lhs, MatRef::row_major(rows, cols, kc), done > 0, threads);
             done += gs;
         }
     });

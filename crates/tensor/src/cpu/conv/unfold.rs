@@ -33,11 +33,7 @@ impl Shift {
         let st = self.st as isize;
         let lo = if d < 0 { (-d + st - 1) / st } else { 0 };
         let last = len as isize - 1 - d;
-        let hi = if last < 0 {
-            0
-        } else {
-            ((last / st + 1) as usize).min(out)
-        };
+        let hi = if last < 0 { 0 } else { ((last / st + 1) as usize).min(out) };
         (lo as usize).min(hi)..hi
     }
 
@@ -57,10 +53,7 @@ impl Shift {
 
     /// Plane flat index read by output `(oh, ow)` (which must be valid).
     fn source(&self, oh: usize, ow: usize) -> usize {
-        let (ih, iw) = (
-            (oh * self.st) as isize + self.dr,
-            (ow * self.st) as isize + self.dc,
-        );
+        let (ih, iw) = ((oh * self.st) as isize + self.dr, (ow * self.st) as isize + self.dc);
         (ih * self.w as isize + iw) as usize
     }
 
@@ -112,36 +105,16 @@ impl ConvGeom {
     /// Tap `(r, s)` as a shift of phase plane number `a · stride + b`, or (phase 0) of the
     /// input plane where there are no phases.
     fn shift(&self, r: usize, s: usize) -> (usize, Shift) {
-        let (u, v) = (
-            r as isize - self.pad as isize,
-            s as isize - self.pad as isize,
-        );
+        let (u, v) = (r as isize - self.pad as isize, s as isize - self.pad as isize);
         let (phase, st, (h, w), dr, dc) = if self.uses_phases() {
             let st = self.stride as isize;
             let phase = u.rem_euclid(st) as usize * self.stride + v.rem_euclid(st) as usize;
-            (
-                phase,
-                1,
-                self.phase_dims(),
-                u.div_euclid(st),
-                v.div_euclid(st),
-            )
+            (phase, 1, self.phase_dims(), u.div_euclid(st), v.div_euclid(st))
         } else {
             (0, self.stride, (self.h, self.w), u, v)
         };
         let (p, q) = (self.p, self.q);
-        (
-            phase,
-            Shift {
-                h,
-                w,
-                p,
-                q,
-                st,
-                dr,
-                dc,
-            },
-        )
+        (phase, Shift { h, w, p, q, st, dr, dc })
     }
 }
 
@@ -159,13 +132,7 @@ impl Tap {
     fn new((phase, sh): (usize, Shift)) -> Self {
         let (rows, cols) = (sh.rows(), sh.cols());
         let flat = sh.flat_offset().map(|off| (off, sh.flat_span(&rows, off)));
-        Tap {
-            phase,
-            sh,
-            rows,
-            cols,
-            flat,
-        }
+        Tap { phase, sh, rows, cols, flat }
     }
 }
 
@@ -185,9 +152,7 @@ pub(super) fn im2col<T: CpuFloat>(
         #[inline(always)]
         || {
             if g.uses_phases() {
-                let used: Vec<bool> = (0..g.stride * g.stride)
-                    .map(|ph| g.phase_used(ph))
-                    .collect();
+                let used: Vec<bool> = (0..g.stride * g.stride).map(|ph| g.phase_used(ph)).collect();
                 for (plane, out) in x.chunks_exact(hw).zip(phases.chunks_exact_mut(per)) {
                     split_phases(plane, g, out, &used);
                 }
@@ -291,44 +256,30 @@ const BLOCK: usize = 8;
 #[inline(always)]
 fn gather_strided<T: CpuFloat>(src: &[T], st: usize, out: &mut [T]) {
     if st != 2 {
-        out.iter_mut()
-            .zip(src.iter().step_by(st))
-            .for_each(|(o, v)| *o = *v);
+        out.iter_mut().zip(src.iter().step_by(st)).for_each(|(o, v)| *o = *v);
         return;
     }
     let blocks = (out.len() / BLOCK).min(src.len() / (2 * BLOCK));
     let (head, tail) = out.split_at_mut(blocks * BLOCK);
-    for (o, s) in head
-        .chunks_exact_mut(BLOCK)
-        .zip(src.chunks_exact(2 * BLOCK))
-    {
+    for (o, s) in head.chunks_exact_mut(BLOCK).zip(src.chunks_exact(2 * BLOCK)) {
         for k in 0..BLOCK {
             o[k] = s[2 * k];
         }
     }
     let src = &src[2 * blocks * BLOCK..];
-    tail.iter_mut()
-        .enumerate()
-        .for_each(|(k, o)| *o = src[2 * k]);
+    tail.iter_mut().enumerate().for_each(|(k, o)| *o = src[2 * k]);
 }
 
 /// `out[k · st] = src[k]` for every `k · st < out.len()`.
 #[inline(always)]
 fn scatter_strided<T: CpuFloat>(src: &[T], st: usize, out: &mut [T]) {
     if st != 2 {
-        out.iter_mut()
-            .step_by(st)
-            .zip(src)
-            .for_each(|(o, v)| *o = *v);
+        out.iter_mut().step_by(st).zip(src).for_each(|(o, v)| *o = *v);
         return;
     }
     let n = out.len().div_ceil(2).min(src.len());
     let blocks = (n / BLOCK).min(out.len() / (2 * BLOCK));
-    for (o, s) in out
-        .chunks_exact_mut(2 * BLOCK)
-        .zip(src.chunks_exact(BLOCK))
-        .take(blocks)
-    {
+    for (o, s) in out.chunks_exact_mut(2 * BLOCK).zip(src.chunks_exact(BLOCK)).take(blocks) {
         for k in 0..BLOCK {
             o[2 * k] = s[k];
         }
@@ -342,18 +293,11 @@ fn scatter_strided<T: CpuFloat>(src: &[T], st: usize, out: &mut [T]) {
 #[inline(always)]
 fn add_strided<T: CpuFloat>(src: &[T], st: usize, out: &mut [T]) {
     if st != 2 {
-        out.iter_mut()
-            .step_by(st)
-            .zip(src)
-            .for_each(|(o, v)| *o += *v);
+        out.iter_mut().step_by(st).zip(src).for_each(|(o, v)| *o += *v);
         return;
     }
     let blocks = (src.len() / BLOCK).min(out.len() / (2 * BLOCK));
-    for (o, s) in out
-        .chunks_exact_mut(2 * BLOCK)
-        .zip(src.chunks_exact(BLOCK))
-        .take(blocks)
-    {
+    for (o, s) in out.chunks_exact_mut(2 * BLOCK).zip(src.chunks_exact(BLOCK)).take(blocks) {
         for k in 0..BLOCK {
             o[2 * k] += s[k];
         }
@@ -624,8 +568,5 @@ fn add_to<T: CpuFloat>(dst: &mut [T], src: &[T]) {
             a[k] += b[k];
         }
     }
-    d.into_remainder()
-        .iter_mut()
-        .zip(s.remainder())
-        .for_each(|(a, b)| *a += *b);
+    d.into_remainder().iter_mut().zip(s.remainder()).for_each(|(a, b)| *a += *b);
 }
