@@ -168,8 +168,16 @@ enum Outcome {
     Interrupted(&'static str),
 }
 
+/// How long the launcher keeps listening for other exits after the first failure, before it
+/// stops the rest. A worker killed from outside takes its peers down within milliseconds (their
+/// collectives see the closed connection), and the exit the launcher happens to reap first need
+/// not be the cause; this window lets it name the cause.
+const FAILURE_WINDOW: Duration = Duration::from_millis(1500);
+
 /// Wait until every worker has exited; at the first failure or signal, stop the rest. Each
-/// worker is awaited by its own task, so the failure reported is the first to happen.
+/// worker is awaited by its own task. The failure reported is the likeliest cause among those
+/// seen within [`FAILURE_WINDOW`] of the first: a worker killed by a signal the launcher did not
+/// send, before one that exited with an error (typically because a peer vanished).
 async fn wait_all(children: Vec<(usize, Child)>) -> Outcome {
     let (tx, mut exits) = mpsc::unbounded_channel();
     let mut running = HashMap::new();
@@ -194,6 +202,9 @@ async fn wait_all(children: Vec<(usize, Child)>) -> Outcome {
                 Some((rank, Ok(status))) => {
                     running.remove(&rank);
                     if status.success() { continue; }
+                    let mut failures = vec![(rank, status)];
+                    collect_failures(&mut running, &mut exits, &mut failures).await;
+                    let (rank, status) = root_cause(&failures);
                     Outcome::Failed { rank, status }
                 }
                 Some((rank, Err(_))) => {
@@ -209,6 +220,36 @@ async fn wait_all(children: Vec<(usize, Child)>) -> Outcome {
         return outcome;
     }
     Outcome::AllSucceeded
+}
+
+/// After a first failure, gather the exits that follow within [`FAILURE_WINDOW`] (or until no
+/// worker is left), before any worker is signalled.
+async fn collect_failures(
+    running: &mut HashMap<usize, Option<u32>>,
+    exits: &mut Exits,
+    failures: &mut Vec<(usize, ExitStatus)>,
+) {
+    let deadline = tokio::time::Instant::now() + FAILURE_WINDOW;
+    while !running.is_empty() {
+        match tokio::time::timeout_at(deadline, exits.recv()).await {
+            Ok(Some((rank, status))) => {
+                running.remove(&rank);
+                if let Ok(status) = status {
+                    if !status.success() {
+                        failures.push((rank, status));
+                    }
+                }
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// The failure to name: the first worker killed by a signal (nothing in the job sends one
+/// before the launcher stops it), else the first non-zero exit.
+fn root_cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    failures.iter().find(|(_, s)| s.signal().is_some()).unwrap_or(&failures[0]).to_owned()
 }
 
 type Exits = mpsc::UnboundedReceiver<(usize, std::io::Result<ExitStatus>)>;
