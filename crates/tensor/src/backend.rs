@@ -67,6 +67,20 @@ pub struct SgdParams {
     pub first_step: bool,
 }
 
+/// Hyper-parameters of one AdamW step (PyTorch's `AdamW`, decoupled weight decay):
+/// `p *= 1 - lr * wd`; `m = beta1 * m + (1 - beta1) * g`; `v = beta2 * v + (1 - beta2) * g^2`;
+/// `p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWParams {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// The number of this step for this parameter, counted from 1 (for the bias corrections).
+    pub step: u64,
+}
+
 /// Every compute operation, for one device. Batch norm works on `[N, C, H, W]` and on `[N, C]`
 /// (BatchNorm1d), reducing over every axis but C.
 pub trait Backend: Send + Sync {
@@ -187,6 +201,16 @@ pub trait Backend: Send + Sync {
         grad: &Tensor,
         momentum_buf: &mut Tensor,
         p: SgdParams,
+    ) -> Result<()>;
+    /// One AdamW step on `param` in place, updating the first and second moment estimates
+    /// `exp_avg` and `exp_avg_sq` in place.
+    fn adamw_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        exp_avg: &mut Tensor,
+        exp_avg_sq: &mut Tensor,
+        p: AdamWParams,
     ) -> Result<()>;
 }
 

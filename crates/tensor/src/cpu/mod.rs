@@ -7,6 +7,7 @@
 //! and partial results are combined in range order, so results depend on the thread count but
 //! never on scheduling: a run is bit-for-bit repeatable.
 
+mod adamw;
 mod batch_norm;
 mod conv;
 mod elementwise;
@@ -18,7 +19,7 @@ mod sgd;
 mod simd;
 
 use crate::backend::{
-    Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads, Pool2dParams, SgdParams,
+    AdamWParams, Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads, Pool2dParams, SgdParams,
 };
 use crate::error::{shape_err, Result, TensorError};
 use crate::{DType, Device, StorageElement, Tensor};
@@ -539,5 +540,21 @@ impl Backend for CpuBackend {
         same_shape(OP, param, grad)?;
         same_shape(OP, param, momentum_buf)?;
         dispatch!(OP, dt, sgd::step(param, grad, momentum_buf, p))
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        exp_avg: &mut Tensor,
+        exp_avg_sq: &mut Tensor,
+        p: AdamWParams,
+    ) -> Result<()> {
+        const OP: &str = "adamw_step";
+        let dt = common_dtype(OP, &[param, grad, exp_avg, exp_avg_sq])?;
+        same_shape(OP, param, grad)?;
+        same_shape(OP, param, exp_avg)?;
+        same_shape(OP, param, exp_avg_sq)?;
+        dispatch!(OP, dt, adamw::step(param, grad, exp_avg, exp_avg_sq, p))
     }
 }
