@@ -12,8 +12,8 @@ use strata::nn::resnet::{CifarResNet, ResNetOptions};
 use strata::nn::{named_parameters, Ctx, Module};
 use strata::tensor::Tensor;
 use strata::train::config::OptimizerConfig;
-use strata::train::optim::Sgd;
-use strata::train::trainer::train_step;
+use strata::train::optim::Optimizer;
+use strata::train::trainer::{optimizer_step, train_step, MicroStep};
 
 struct Args {
     depths: Vec<usize>,
@@ -66,14 +66,11 @@ fn main() {
         let named = named_parameters(&model);
         let params: Vec<_> = named.iter().map(|(_, p)| p.clone()).collect();
         let cfg = OptimizerConfig {
-            kind: "sgd".into(),
-            lr: 0.1,
             momentum: 0.9,
             weight_decay: 1e-4,
-            nesterov: false,
-            reference_batch: 0,
+            ..OptimizerConfig::new("sgd", 0.1)
         };
-        let mut opt = Sgd::new(named, cfg);
+        let mut opt = Optimizer::new(named, cfg.clone()).expect("a known optimizer");
         let mut comm = SingleProcess;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let n = a.batch * a.in_ch * a.size * a.size;
@@ -88,10 +85,11 @@ fn main() {
                 &mut comm,
                 x.clone(),
                 &labels,
-                0.1,
                 &Ctx::default(),
+                MicroStep::SINGLE,
             )
             .expect("training step");
+            optimizer_step(&mut opt, &mut comm, 0.1, &cfg, false, false).expect("update");
         };
 
         for _ in 0..2 {

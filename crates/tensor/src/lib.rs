@@ -11,8 +11,8 @@ mod dtype;
 mod shape;
 mod tensor;
 
-pub use backend::{Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads};
 pub use backend::{AdamWParams, Pool2dParams, SgdParams};
+pub use backend::{Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads};
 pub use dtype::{DType, Device, Element};
 pub use error::{Result, TensorError};
 pub use shape::Shape;

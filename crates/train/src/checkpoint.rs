@@ -4,8 +4,10 @@
 //! temporary directory and renames it into place, so a crash mid-write leaves the previous
 //! checkpoints intact; the newest `keep` are kept.
 //!
-//! Randomness needs no saved state: shuffling, augmentation and dropout streams are derived
-//! from (seed, epoch, rank, position), so the epoch and the batch within it restore them.
+//! Randomness is counter-based: shuffling, augmentation, dropout and stochastic-depth streams
+//! are derived from (seed, rank, epoch, step, sample position), so their state is those
+//! coordinates; `state.json` records them ([`RngState`]) and the resumed run re-derives each
+//! stream from them.
 
 use crate::error::{io_err, Result, TrainError};
 use crate::weights::{load_weights, save_tensors, save_weights};
@@ -33,6 +35,49 @@ pub struct TrainState {
     pub config_hash: String,
     /// The learning-rate schedule's position is the step; this is its value there, for humans.
     pub lr: f64,
+    /// The schedule itself: kind, settings, peak learning rate and the span it covers.
+    #[serde(default)]
+    pub schedule: serde_json::Value,
+    /// The state of the random streams at this point.
+    #[serde(default)]
+    pub rng: RngState,
+    /// Steps skipped so far because a rank saw a non-finite loss (`optimizer.on_nonfinite`).
+    #[serde(default)]
+    pub skipped_steps: u64,
+}
+
+/// The state of Strata's counter-based random streams at a point of the run: each stream's
+/// key and position. A stream's draws depend only on these, so nothing else is saved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RngState {
+    /// How the streams are made, for readers of the file.
+    pub generator: String,
+    /// The run seed, the first part of every key.
+    pub seed: u64,
+    /// Sampler permutation (ChaCha8) keyed by (seed, epoch).
+    pub sampler_epoch: u64,
+    /// Augmentation streams (ChaCha8) keyed by (seed, rank, epoch); the next sample position
+    /// within the epoch, per rank, selects the stream.
+    pub augment_next_position: u64,
+    /// Dropout masks keyed by (seed, rank, epoch, step, layer) and stochastic-depth decisions
+    /// keyed by (seed, step, block) (SplitMix64 counters): the next step.
+    pub next_step: u64,
+}
+
+impl RngState {
+    /// The streams' state before step `step` (0-based count of steps taken) of `epoch`, with
+    /// `position` samples of the epoch already drawn on each rank.
+    pub fn at(seed: u64, epoch: u64, step: u64, position: u64) -> RngState {
+        RngState {
+            generator: "counter-based: ChaCha8 (sampler, augmentation), SplitMix64 (dropout, \
+                        stochastic depth)"
+                .into(),
+            seed,
+            sampler_epoch: epoch,
+            augment_next_position: position,
+            next_step: step,
+        }
+    }
 }
 
 /// The checkpoints directory of a run.

@@ -121,28 +121,76 @@ pub struct DataConfig {
     pub synthetic_shape: Option<[usize; 3]>,
     #[serde(default)]
     pub synthetic_len: Option<usize>,
+    /// Training samples (indices into the training set) whose pixels read as NaN, to exercise
+    /// the non-finite-loss handling (`optimizer.on_nonfinite`); empty in real experiments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nan_samples: Vec<usize>,
 }
 
-/// Optimizer hyper-parameters.
+/// Optimizer hyper-parameters, gradient accumulation and clipping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
-    /// `sgd`.
+    /// `sgd` or `adamw`.
     pub kind: String,
+    /// Peak learning rate (before the linear scaling rule, if `reference_batch` is set).
     pub lr: f64,
+    /// SGD only: momentum factor (0 disables momentum).
     #[serde(default)]
     pub momentum: f64,
+    /// L2 penalty added to the gradient (SGD) or decoupled decay `p *= 1 - lr * wd` (AdamW).
     #[serde(default)]
     pub weight_decay: f64,
+    /// Also decay batch-norm scales and shifts and biases (excluded by default).
+    #[serde(default)]
+    pub decay_bias_and_norm: bool,
+    /// SGD only: Nesterov momentum (needs `momentum > 0`).
     #[serde(default)]
     pub nesterov: bool,
+    /// AdamW only: decay rates of the first and second moment estimates.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// AdamW only: added to the denominator for numerical stability.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
     /// Linear scaling rule (Goyal et al., 2017), opt-in: when non-zero, the learning rate is
     /// `lr * global_batch / reference_batch`.
     #[serde(default)]
     pub reference_batch: usize,
+    /// Micro-steps of `data.batch_size` samples per optimizer step; gradients are summed
+    /// locally and all-reduced once, on the last one. The global batch is
+    /// `batch_size * world_size * accumulate_steps`.
+    #[serde(default = "one")]
+    pub accumulate_steps: usize,
+    /// Clip the averaged gradient to this global L2 norm before the step (0: no clipping).
+    #[serde(default)]
+    pub clip_grad_norm: f64,
+    /// What every rank does, together, when any rank sees a non-finite loss: `error` stops the
+    /// run with an error naming the step; `skip` leaves weights and optimizer state unchanged
+    /// for that step (which still counts: data and schedule move on) and goes on.
+    #[serde(default = "default_on_nonfinite")]
+    pub on_nonfinite: String,
 }
 
 impl OptimizerConfig {
+    /// A config of `kind` at learning rate `lr` with every other setting at its default.
+    pub fn new(kind: &str, lr: f64) -> OptimizerConfig {
+        OptimizerConfig {
+            kind: kind.into(),
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            decay_bias_and_norm: false,
+            nesterov: false,
+            betas: default_betas(),
+            eps: default_eps(),
+            reference_batch: 0,
+            accumulate_steps: 1,
+            clip_grad_norm: 0.0,
+            on_nonfinite: default_on_nonfinite(),
+        }
+    }
+
     /// The learning rate used for a global batch of `global_batch`.
     pub fn effective_lr(&self, global_batch: usize) -> f64 {
         if self.reference_batch == 0 {
@@ -197,11 +245,22 @@ pub struct LogConfig {
     /// schedule still spans the whole run, so a resumed run continues it (0: never).
     #[serde(default)]
     pub stop_at_step: u64,
+    /// Stop after this many seconds (0: no limit), at a step every rank agrees on (the first
+    /// step after which any rank's clock passed the limit), writing a checkpoint there so
+    /// `--resume` continues the run.
+    #[serde(default)]
+    pub time_limit_s: f64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { every: default_every(), dir: default_dir(), max_steps: 0, stop_at_step: 0 }
+        LogConfig {
+            every: default_every(),
+            dir: default_dir(),
+            max_steps: 0,
+            stop_at_step: 0,
+            time_limit_s: 0.0,
+        }
     }
 }
 
@@ -216,6 +275,15 @@ fn one_f64() -> f64 {
 }
 fn one() -> usize {
     1
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_on_nonfinite() -> String {
+    "error".into()
 }
 fn default_schedule() -> String {
     "constant".into()
@@ -278,16 +346,59 @@ impl Config {
         if !(self.optimizer.lr.is_finite() && self.optimizer.lr >= 0.0) {
             return bad(format!("optimizer.lr = {} is not a learning rate", self.optimizer.lr));
         }
-        if self.optimizer.kind != "sgd" {
-            return bad(format!(
-                "optimizer.kind = {:?}: known optimizers: sgd",
-                self.optimizer.kind
-            ));
-        }
+        self.validate_optimizer(origin)?;
         if !["constant", "cosine", "multistep"].contains(&self.schedule.kind.as_str()) {
             return bad(format!(
                 "schedule.kind = {:?}: known schedules: constant, cosine, multistep",
                 self.schedule.kind
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_optimizer(&self, origin: &str) -> Result<()> {
+        let bad = |detail: String| Err(TrainError::Config { path: origin.into(), detail });
+        let o = &self.optimizer;
+        if !crate::optim::OPTIMIZER_KINDS.contains(&o.kind.as_str()) {
+            return bad(format!(
+                "optimizer.kind = {:?}: known optimizers: {}",
+                o.kind,
+                crate::optim::OPTIMIZER_KINDS.join(", ")
+            ));
+        }
+        if o.kind == "adamw" && (o.momentum != 0.0 || o.nesterov) {
+            return bad("optimizer.momentum and optimizer.nesterov are for sgd; adamw uses \
+                        optimizer.betas"
+                .into());
+        }
+        if o.nesterov && o.momentum <= 0.0 {
+            return bad("optimizer.nesterov needs optimizer.momentum > 0".into());
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(format!("optimizer.momentum = {} must be in [0, 1)", o.momentum));
+        }
+        if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return bad(format!("optimizer.betas = {:?}: each must be in [0, 1)", o.betas));
+        }
+        if !(o.eps > 0.0) {
+            return bad(format!("optimizer.eps = {} must be positive", o.eps));
+        }
+        if !(o.weight_decay >= 0.0) {
+            return bad(format!("optimizer.weight_decay = {} must be >= 0", o.weight_decay));
+        }
+        if o.accumulate_steps == 0 {
+            return bad("optimizer.accumulate_steps must be at least 1".into());
+        }
+        if !(o.clip_grad_norm >= 0.0 && o.clip_grad_norm.is_finite()) {
+            return bad(format!(
+                "optimizer.clip_grad_norm = {} must be >= 0 (0: no clipping)",
+                o.clip_grad_norm
+            ));
+        }
+        if !["error", "skip"].contains(&o.on_nonfinite.as_str()) {
+            return bad(format!(
+                "optimizer.on_nonfinite = {:?}: choose \"error\" or \"skip\"",
+                o.on_nonfinite
             ));
         }
         Ok(())

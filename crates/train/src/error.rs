@@ -22,6 +22,9 @@ pub enum TrainError {
     /// A file of the run directory that could not be written.
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// Ranks that must hold identical values do not: a bug, or a rank that missed a step.
+    #[error("replicas out of sync: {detail}")]
+    OutOfSync { detail: String },
     /// The loss became NaN or infinite.
     #[error("the loss is {loss} at step {step}; lower the learning rate or check the data")]
     Diverged { step: u64, loss: f64 },

@@ -157,7 +157,49 @@ pub fn load_datasets(cfg: &DataConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Data
             Arc::new(Subset::first(d, n))
         }
     };
-    Ok((limit(train, cfg.train_limit), limit(test, cfg.test_limit)))
+    let mut train = limit(train, cfg.train_limit);
+    if !cfg.nan_samples.is_empty() {
+        if let Some(&bad) = cfg.nan_samples.iter().find(|&&i| i >= train.len()) {
+            return Err(TrainError::Config {
+                path: "data.nan_samples".into(),
+                detail: format!("index {bad} is past the {} training samples", train.len()),
+            });
+        }
+        train = Arc::new(WithNan { inner: train, indices: cfg.nan_samples.clone() });
+    }
+    Ok((train, limit(test, cfg.test_limit)))
+}
+
+/// A dataset whose samples `indices` read as NaN (`data.nan_samples`).
+struct WithNan {
+    inner: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+}
+
+impl Dataset for WithNan {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn sample_shape(&self) -> [usize; 3] {
+        self.inner.sample_shape()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+
+    fn get(&self, index: usize, out: &mut [f32]) -> u32 {
+        let label = self.inner.get(index, out);
+        if self.indices.contains(&index) {
+            out.fill(f32::NAN);
+        }
+        label
+    }
+
+    fn fill_value(&self) -> Vec<f32> {
+        self.inner.fill_value()
+    }
 }
 
 #[cfg(test)]

@@ -1,47 +1,120 @@
-//! Optimizers and learning-rate schedules. Updates are identical on every rank because every
-//! rank holds the same averaged gradients and applies the same arithmetic.
+//! Optimizers, gradient clipping and learning-rate schedules. Updates are identical on every
+//! rank because every rank holds the same averaged gradients and applies the same arithmetic.
 
 use crate::config::{OptimizerConfig, ScheduleConfig};
-use crate::Result;
+use crate::error::{Result, TrainError};
 use std::collections::HashMap;
 use std::rc::Rc;
 use strata_autodiff::Param;
-use strata_tensor::{SgdParams, Tensor};
+use strata_tensor::{AdamWParams, SgdParams, Tensor};
 
-/// SGD with momentum, optional Nesterov, and L2 weight decay added to the gradient (as
-/// PyTorch's `SGD`), skipped for parameters marked without it (batch norm, biases).
-pub struct Sgd {
+/// Optimizer kinds selectable by `optimizer.kind`.
+pub const OPTIMIZER_KINDS: &[&str] = &["sgd", "adamw"];
+
+/// Per-parameter state of one optimizer.
+enum Slots {
+    /// SGD's momentum buffers (none until a parameter's first step, or without momentum).
+    Sgd { momentum: Vec<Option<Tensor>> },
+    /// AdamW's first and second moments and each parameter's step count.
+    AdamW { exp_avg: Vec<Option<Tensor>>, exp_avg_sq: Vec<Option<Tensor>>, steps: Vec<u64> },
+}
+
+/// The configured optimizer over a model's named parameters.
+///
+/// - `sgd`: SGD with momentum and optional Nesterov, L2 weight decay added to the gradient, as
+///   PyTorch's `SGD` (no dampening).
+/// - `adamw`: Adam with decoupled weight decay, as PyTorch's `AdamW`.
+///
+/// Weight decay skips parameters marked without it (batch-norm scales and shifts, biases)
+/// unless `optimizer.decay_bias_and_norm` is set.
+pub struct Optimizer {
     params: Vec<(String, Rc<Param>)>,
-    momentum_bufs: Vec<Option<Tensor>>,
+    slots: Slots,
     cfg: OptimizerConfig,
 }
 
-impl Sgd {
-    /// An optimizer over named `params` (in a fixed order shared by all ranks).
-    pub fn new(params: Vec<(String, Rc<Param>)>, cfg: OptimizerConfig) -> Sgd {
-        let momentum_bufs = vec![None; params.len()];
-        Sgd { params, momentum_bufs, cfg }
+impl Optimizer {
+    /// An optimizer of kind `cfg.kind` over named `params` (in a fixed order shared by all
+    /// ranks).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming `optimizer.kind` if the kind is unknown.
+    pub fn new(params: Vec<(String, Rc<Param>)>, cfg: OptimizerConfig) -> Result<Optimizer> {
+        let n = params.len();
+        let slots = match cfg.kind.as_str() {
+            "sgd" => Slots::Sgd { momentum: vec![None; n] },
+            "adamw" => Slots::AdamW {
+                exp_avg: vec![None; n],
+                exp_avg_sq: vec![None; n],
+                steps: vec![0; n],
+            },
+            other => {
+                return Err(TrainError::Config {
+                    path: "optimizer.kind".into(),
+                    detail: format!(
+                        "unknown optimizer {other:?}; known: {}",
+                        OPTIMIZER_KINDS.join(", ")
+                    ),
+                })
+            }
+        };
+        Ok(Optimizer { params, slots, cfg })
+    }
+
+    /// The weight decay that applies to `p`.
+    fn decay_of(&self, p: &Param) -> f64 {
+        if p.weight_decay || self.cfg.decay_bias_and_norm {
+            self.cfg.weight_decay
+        } else {
+            0.0
+        }
     }
 
     /// Apply one step at learning rate `lr`. Parameters without a gradient are left unchanged.
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        for ((_, p), buf) in self.params.iter().zip(&mut self.momentum_bufs) {
+        let decays: Vec<f64> = self.params.iter().map(|(_, p)| self.decay_of(p)).collect();
+        let cfg = &self.cfg;
+        for (i, ((_, p), wd)) in self.params.iter().zip(decays).enumerate() {
             let grad = p.grad();
             let Some(g) = grad.as_ref() else { continue };
-            let first_step = buf.is_none();
-            let m = match buf {
-                Some(m) => m,
-                None => buf.insert(g.zeros_like()?),
-            };
-            let hp = SgdParams {
-                lr,
-                momentum: self.cfg.momentum,
-                weight_decay: if p.weight_decay { self.cfg.weight_decay } else { 0.0 },
-                nesterov: self.cfg.nesterov,
-                first_step,
-            };
             let mut value = p.value_mut();
-            value.backend()?.sgd_step(&mut value, g, m, hp)?;
+            let backend = value.backend()?;
+            match &mut self.slots {
+                Slots::Sgd { momentum } => {
+                    let first_step = momentum[i].is_none();
+                    let m = match &mut momentum[i] {
+                        Some(m) => m,
+                        slot => slot.insert(g.zeros_like()?),
+                    };
+                    let hp = SgdParams {
+                        lr,
+                        momentum: cfg.momentum,
+                        weight_decay: wd,
+                        nesterov: cfg.nesterov,
+                        first_step,
+                    };
+                    backend.sgd_step(&mut value, g, m, hp)?;
+                }
+                Slots::AdamW { exp_avg, exp_avg_sq, steps } => {
+                    if exp_avg[i].is_none() {
+                        exp_avg[i] = Some(g.zeros_like()?);
+                        exp_avg_sq[i] = Some(g.zeros_like()?);
+                    }
+                    steps[i] += 1;
+                    let (Some(m), Some(v)) = (&mut exp_avg[i], &mut exp_avg_sq[i]) else {
+                        unreachable!("both moments were just created together")
+                    };
+                    let hp = AdamWParams {
+                        lr,
+                        beta1: cfg.betas[0],
+                        beta2: cfg.betas[1],
+                        eps: cfg.eps,
+                        weight_decay: wd,
+                        step: steps[i],
+                    };
+                    backend.adamw_step(&mut value, g, m, v, hp)?;
+                }
+            }
         }
         Ok(())
     }
@@ -51,28 +124,120 @@ impl Sgd {
         self.params.iter().for_each(|(_, p)| p.zero_grad());
     }
 
-    /// The momentum buffers, named `<parameter>.momentum`, for checkpoints.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .iter()
-            .zip(&self.momentum_bufs)
-            .filter_map(|((name, _), m)| {
-                m.as_ref().map(|m| (format!("{name}.momentum"), m.clone()))
-            })
-            .collect()
+    /// The parameters, in the order every rank shares.
+    pub fn params(&self) -> impl Iterator<Item = &Rc<Param>> {
+        self.params.iter().map(|(_, p)| p)
     }
 
-    /// Restore momentum buffers written by [`Sgd::state`]; parameters absent there start
-    /// without momentum, as on a first step.
+    /// The optimizer state by parameter name, for checkpoints: `<parameter>.momentum` (SGD);
+    /// `<parameter>.exp_avg`, `<parameter>.exp_avg_sq` and `<parameter>.step` (AdamW; the
+    /// step count as a one-element f32 tensor, as PyTorch keeps it, exact to 2^24 steps).
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            match &self.slots {
+                Slots::Sgd { momentum } => {
+                    if let Some(m) = &momentum[i] {
+                        out.push((format!("{name}.momentum"), m.clone()));
+                    }
+                }
+                Slots::AdamW { exp_avg, exp_avg_sq, steps } => {
+                    if let (Some(m), Some(v)) = (&exp_avg[i], &exp_avg_sq[i]) {
+                        out.push((format!("{name}.exp_avg"), m.clone()));
+                        out.push((format!("{name}.exp_avg_sq"), v.clone()));
+                        let step = Tensor::from_vec(vec![steps[i] as f32], [1])?;
+                        out.push((format!("{name}.step"), step));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore state written by [`Optimizer::state`]; parameters absent there start afresh, as
+    /// on a first step.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] if the state holds tensors of another optimizer kind (the
+    /// checkpoint was written with another `optimizer.kind`).
     pub fn load_state(&mut self, state: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<()> {
-        for ((name, _), m) in self.params.iter().zip(&mut self.momentum_bufs) {
-            *m = match state.get(&format!("{name}.momentum")) {
-                Some((dims, values)) => Some(Tensor::from_vec(values.clone(), dims.as_slice())?),
-                None => None,
-            };
+        let ours: &[&str] = match self.slots {
+            Slots::Sgd { .. } => &[".momentum"],
+            Slots::AdamW { .. } => &[".exp_avg", ".exp_avg_sq", ".step"],
+        };
+        if let Some(foreign) = state.keys().find(|k| !ours.iter().any(|s| k.ends_with(s))) {
+            return Err(TrainError::Config {
+                path: "optimizer.kind".into(),
+                detail: format!(
+                    "the checkpoint's optimizer state has {foreign}, which {:?} does not keep; \
+                     resume with the optimizer that wrote it",
+                    self.cfg.kind
+                ),
+            });
+        }
+        let tensor = |key: String| -> Result<Option<Tensor>> {
+            match state.get(&key) {
+                Some((dims, values)) => {
+                    Ok(Some(Tensor::from_vec(values.clone(), dims.as_slice())?))
+                }
+                None => Ok(None),
+            }
+        };
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            match &mut self.slots {
+                Slots::Sgd { momentum } => momentum[i] = tensor(format!("{name}.momentum"))?,
+                Slots::AdamW { exp_avg, exp_avg_sq, steps } => {
+                    exp_avg[i] = tensor(format!("{name}.exp_avg"))?;
+                    exp_avg_sq[i] = tensor(format!("{name}.exp_avg_sq"))?;
+                    steps[i] = state.get(&format!("{name}.step")).map_or(0, |(_, v)| v[0] as u64);
+                    if exp_avg[i].is_none() != exp_avg_sq[i].is_none() {
+                        return Err(TrainError::Config {
+                            path: "checkpoint.resume".into(),
+                            detail: format!("{name} has only one of its two AdamW moments"),
+                        });
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Multiply every gradient by `s` in place (as dividing the loss by `1/s` would have).
+pub fn scale_gradients<'a>(params: impl Iterator<Item = &'a Rc<Param>>, s: f64) -> Result<()> {
+    for p in params {
+        if let Some(g) = p.grad_mut().as_mut() {
+            g.backend()?.scale_assign(g, s)?;
+        }
+    }
+    Ok(())
+}
+
+/// The global L2 norm of all gradients (sum of squares accumulated in f64). On averaged
+/// gradients it is the same, bit for bit, on every rank.
+pub fn grad_norm<'a>(params: impl Iterator<Item = &'a Rc<Param>>) -> Result<f64> {
+    let mut sum = 0.0;
+    for p in params {
+        if let Some(g) = p.grad().as_ref() {
+            sum += g.backend()?.sum_squares(g)?;
+        }
+    }
+    Ok(sum.sqrt())
+}
+
+/// Clip the gradients to global norm `max_norm` given their norm `norm`, as PyTorch's
+/// `clip_grad_norm_`: every gradient is scaled by `max_norm / (norm + 1e-6)` when that is below
+/// 1, and left alone otherwise.
+pub fn clip_gradients<'a>(
+    params: impl Iterator<Item = &'a Rc<Param>>,
+    norm: f64,
+    max_norm: f64,
+) -> Result<()> {
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        scale_gradients(params, coef)?;
+    }
+    Ok(())
 }
 
 /// The learning rate at each optimizer step.
@@ -111,11 +276,26 @@ impl Schedule {
             _ => self.base_lr,
         }
     }
+
+    /// What the schedule is, for the checkpoint's state file: its kind and settings, the peak
+    /// learning rate and the span it was laid out over. Its position is the step.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.cfg.kind,
+            "base_lr": self.base_lr,
+            "warmup_steps": self.cfg.warmup_steps,
+            "milestones": self.cfg.milestones,
+            "gamma": self.cfg.gamma,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn sched(kind: &str, warmup: u64) -> Schedule {
         let cfg = ScheduleConfig {
@@ -146,5 +326,113 @@ mod tests {
         assert_eq!(s.lr(9), 1.0);
         assert!((s.lr(10) - 0.1).abs() < 1e-12);
         assert!((s.lr(25) - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn warmup_then_constant_holds_the_peak() {
+        let s = sched("constant", 4);
+        assert!((s.lr(1) - 0.5).abs() < 1e-12);
+        assert_eq!(s.lr(4), 1.0);
+        assert_eq!(s.lr(99), 1.0);
+    }
+
+    fn optimizer_cfg(sets: &[&str]) -> OptimizerConfig {
+        let text = "name = \"t\"\nepochs = 1\n[model]\nkind = \"mlp\"\n[data]\n\
+                    dataset = \"synthetic\"\nbatch_size = 4\n[optimizer]\nkind = \"sgd\"\n\
+                    lr = 0.1\n";
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::parse(text, "test", &sets).unwrap().optimizer
+    }
+
+    /// A weight (decayed by default) and a bias (not), each with gradient zero.
+    fn weight_and_bias() -> Vec<(String, Rc<Param>)> {
+        let w = Rc::new(Param::new(Tensor::from_vec(vec![2.0f32], [1]).unwrap()));
+        let b = Rc::new(Param::without_weight_decay(Tensor::from_vec(vec![2.0f32], [1]).unwrap()));
+        for p in [&w, &b] {
+            *p.grad_mut() = Some(Tensor::from_vec(vec![0.0f32], [1]).unwrap());
+        }
+        vec![("w".into(), w), ("b".into(), b)]
+    }
+
+    fn values(params: &[(String, Rc<Param>)]) -> Vec<f32> {
+        params.iter().map(|(_, p)| p.value().to_vec::<f32>().unwrap()[0]).collect()
+    }
+
+    #[test]
+    fn weight_decay_skips_biases_and_norms_unless_asked() {
+        // Zero gradients, so only weight decay moves a parameter. SGD: p -= lr * wd * p =
+        // 2 - 0.1 * 0.5 * 2 = 1.9. AdamW: p *= 1 - lr * wd = 0.95, then m = v = 0 gives a zero
+        // Adam step: 1.9 as well.
+        for kind in ["sgd", "adamw"] {
+            let kind_set = format!("optimizer.kind={kind:?}");
+            let params = weight_and_bias();
+            let mut opt = Optimizer::new(
+                params.clone(),
+                optimizer_cfg(&[&kind_set, "optimizer.weight_decay=0.5"]),
+            )
+            .unwrap();
+            opt.step(0.1).unwrap();
+            assert_eq!(values(&params), [1.9, 2.0], "{kind}: the bias is not decayed");
+
+            let params = weight_and_bias();
+            let all = optimizer_cfg(&[
+                &kind_set,
+                "optimizer.weight_decay=0.5",
+                "optimizer.decay_bias_and_norm=true",
+            ]);
+            Optimizer::new(params.clone(), all).unwrap().step(0.1).unwrap();
+            assert_eq!(values(&params), [1.9, 1.9], "{kind}: decay_bias_and_norm decays all");
+        }
+    }
+
+    #[test]
+    fn adamw_state_round_trips_and_refuses_sgd_state() {
+        let params = weight_and_bias();
+        for (_, p) in &params {
+            *p.grad_mut() = Some(Tensor::from_vec(vec![0.5f32], [1]).unwrap());
+        }
+        let cfg = optimizer_cfg(&["optimizer.kind=\"adamw\""]);
+        let mut opt = Optimizer::new(params.clone(), cfg.clone()).unwrap();
+        opt.step(0.1).unwrap();
+        opt.step(0.1).unwrap();
+        let saved: HashMap<_, _> = opt
+            .state()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, (t.dims().to_vec(), t.to_vec::<f32>().unwrap())))
+            .collect();
+        assert_eq!(saved["w.step"].1, [2.0]);
+        assert_eq!(saved.len(), 6, "two moments and a step count per parameter");
+
+        // A restored optimizer continues exactly as the original.
+        let twin = weight_and_bias();
+        for ((_, a), (_, b)) in twin.iter().zip(&params) {
+            *a.value_mut() = b.value().clone();
+            *a.grad_mut() = b.grad().clone();
+        }
+        let mut restored = Optimizer::new(twin.clone(), cfg).unwrap();
+        restored.load_state(&saved).unwrap();
+        opt.step(0.1).unwrap();
+        restored.step(0.1).unwrap();
+        assert_eq!(values(&twin), values(&params));
+
+        let mut sgd = Optimizer::new(weight_and_bias(), optimizer_cfg(&[])).unwrap();
+        let err = sgd.load_state(&saved).unwrap_err().to_string();
+        assert!(err.contains("optimizer.kind") && err.contains("exp_avg"), "{err}");
+    }
+
+    #[test]
+    fn clipping_scales_to_the_global_norm_and_leaves_small_gradients_alone() {
+        // Gradients 3 and 4: global norm 5. Clipping to 1 scales both by 1 / (5 + 1e-6).
+        let params = weight_and_bias();
+        *params[0].1.grad_mut() = Some(Tensor::from_vec(vec![3.0f32], [1]).unwrap());
+        *params[1].1.grad_mut() = Some(Tensor::from_vec(vec![4.0f32], [1]).unwrap());
+        let ps = || params.iter().map(|(_, p)| p);
+        let norm = grad_norm(ps()).unwrap();
+        assert_eq!(norm, 5.0);
+        clip_gradients(ps(), norm, 10.0).unwrap();
+        assert_eq!(grad_norm(ps()).unwrap(), 5.0, "a norm below the limit is untouched");
+        clip_gradients(ps(), norm, 1.0).unwrap();
+        assert!((grad_norm(ps()).unwrap() - 1.0).abs() < 1e-6);
     }
 }

@@ -1,13 +1,13 @@
 //! The training loop of one worker: shard, forward, backward, average gradients, step; then
 //! distributed evaluation. Rank 0 reports; other ranks stay quiet unless they fail.
 
-use crate::checkpoint::{self, TrainState};
-use crate::config::Config;
+use crate::checkpoint::{self, RngState, TrainState};
+use crate::config::{Config, OptimizerConfig};
 use crate::ddp;
 use crate::error::{Result, TrainError};
 use crate::metrics::RunDir;
 use crate::model::{build_model, load_datasets};
-use crate::optim::{Schedule, Sgd};
+use crate::optim::{self, Optimizer, Schedule};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::Path;
@@ -64,26 +64,30 @@ pub fn train(
     let params: Vec<_> = named.iter().map(|(_, p)| p.clone()).collect();
     let buffers: Vec<_> = named_buffers(model.as_ref()).into_iter().map(|(_, b)| b).collect();
     ddp::broadcast_parameters(comm, &params)?;
-    let mut opt = Sgd::new(named, cfg.optimizer.clone());
+    let mut opt = Optimizer::new(named, cfg.optimizer.clone())?;
+    let k = cfg.optimizer.accumulate_steps;
 
     let run_path = Path::new(&cfg.log.dir).join(&cfg.name);
     let mut pos = Position { step: 0, epoch: 0, batch_in_epoch: 0 };
     let mut b = cfg.data.batch_size;
+    let mut skipped_steps = 0u64;
     if !cfg.checkpoint.resume.is_empty() {
         let dir = checkpoint::resolve(&run_path, &cfg.checkpoint.resume)?;
         let loaded = checkpoint::load(&dir, model.as_ref())?;
         opt.load_state(&loaded.optimizer)?;
         let st = loaded.state;
-        if st.global_batch % world != 0 {
+        if st.global_batch % (world * k) != 0 {
             return Err(TrainError::Config {
                 path: dir.display().to_string(),
                 detail: format!(
-                    "its global batch {} does not divide over {world} workers",
+                    "its global batch {} does not divide over {world} workers x {k} \
+                     accumulation steps (optimizer.accumulate_steps)",
                     st.global_batch
                 ),
             });
         }
-        b = st.global_batch / world;
+        b = st.global_batch / (world * k);
+        skipped_steps = st.skipped_steps;
         pos = Position { step: st.step, epoch: st.epoch, batch_in_epoch: st.batch_in_epoch };
         say(format!(
             "strata: resumed from {} at step {} (epoch {}, batch {})",
@@ -95,8 +99,8 @@ pub fn train(
         if st.world_size != world {
             say(format!(
                 "strata: the checkpoint was written by {} workers, this run has {world}: \
-                keeping the global batch {} ({b} per worker) and the schedule position",
-                st.world_size, st.global_batch
+                keeping the global batch {} ({b} per worker) and the schedule position (step {})",
+                st.world_size, st.global_batch, st.step
             ));
         }
         if st.config_hash != cfg.trajectory_hash() {
@@ -105,12 +109,13 @@ pub fn train(
     }
 
     let sampler = DistributedSampler::new(train_set.len(), world, rank)?.seed(cfg.seed);
-    let steps_per_epoch = (sampler.num_samples() / b) as u64;
+    let steps_per_epoch = (sampler.num_samples() / (b * k)) as u64;
     if steps_per_epoch == 0 {
         return Err(TrainError::Config {
             path: "data.batch_size".into(),
             detail: format!(
-                "{} training samples over {world} workers give no full batch of {b}",
+                "{} training samples over {world} workers give no full step of {k} x {b} per \
+                 worker",
                 train_set.len()
             ),
         });
@@ -119,34 +124,28 @@ pub fn train(
     if cfg.log.max_steps > 0 {
         total_steps = total_steps.min(cfg.log.max_steps);
     }
-    let lr = cfg.optimizer.effective_lr(b * world);
+    let global_batch = b * world * k;
+    let lr = cfg.optimizer.effective_lr(global_batch);
     let schedule = Schedule::new(lr, cfg.schedule.clone(), total_steps, steps_per_epoch);
     let mut run_dir = if rank == 0 {
         Some(RunDir::create(&run_path, &cfg.to_toml(), pos.step > 0)?)
     } else {
         None
     };
-    say(format!(
-        "strata: {} ({} parameters) on {world} worker(s) x {} thread(s); batch {b} per worker, \
-         {} global; {steps_per_epoch} steps per epoch; lr {lr}{}",
-        cfg.name,
-        parameter_count(model.as_ref()),
-        rayon::current_num_threads(),
-        b * world,
-        if cfg.optimizer.reference_batch > 0 {
-            format!(
-                " (scaled from {} at batch {})",
-                cfg.optimizer.lr, cfg.optimizer.reference_batch
-            )
-        } else {
-            String::new()
-        }
-    ));
+    let start = StartInfo { world, b, k, global_batch, lr, steps_per_epoch, total_steps };
+    say(start.line(cfg, parameter_count(model.as_ref())));
+    if let Some(dir) = run_dir.as_mut() {
+        dir.log(start.record(pos.step))?;
+    }
 
     let augment = Augment { crop_pad: cfg.data.crop_padding, hflip: cfg.data.hflip };
     let mut last_loss = f64::NAN;
-    let mut eval = (f64::NAN, f64::NAN);
-    let write_checkpoint = |pos: &Position, opt: &Sgd, comm: &mut dyn Communicator| -> Result<()> {
+    let mut eval = Eval { loss: f64::NAN, accuracy: f64::NAN, samples: 0 };
+    let write_checkpoint = |pos: &Position,
+                            opt: &Optimizer,
+                            skipped_steps: u64,
+                            comm: &mut dyn Communicator|
+     -> Result<()> {
         // Running statistics are averaged first, on every rank, so all replicas stay equal.
         ddp::all_reduce_buffers(comm, &buffers)?;
         if rank == 0 {
@@ -156,11 +155,25 @@ pub fn train(
                 batch_in_epoch: pos.batch_in_epoch,
                 seed: cfg.seed,
                 world_size: world,
-                global_batch: b * world,
+                global_batch,
                 config_hash: cfg.trajectory_hash(),
                 lr: schedule.lr(pos.step),
+                schedule: schedule.describe(),
+                rng: RngState::at(
+                    cfg.seed,
+                    pos.epoch,
+                    pos.step,
+                    pos.batch_in_epoch * (b * k) as u64,
+                ),
+                skipped_steps,
             };
-            checkpoint::save(&run_path, model.as_ref(), &opt.state(), &state, cfg.checkpoint.keep)?;
+            checkpoint::save(
+                &run_path,
+                model.as_ref(),
+                &opt.state()?,
+                &state,
+                cfg.checkpoint.keep,
+            )?;
         }
         Ok(())
     };
@@ -176,36 +189,61 @@ pub fn train(
         loader_cfg.augment = Some(augment);
         loader_cfg.augment_seed = AugmentSeed { seed: cfg.seed, rank, epoch };
         loader_cfg.num_threads = cfg.data.loader_threads.max(1);
-        loader_cfg.start_batch = pos.batch_in_epoch as usize;
+        loader_cfg.start_batch = (pos.batch_in_epoch as usize) * k;
         let loader = Loader::new(train_set.clone(), sampler.indices(epoch), loader_cfg)?;
 
         let mut window = Window::default();
+        let mut micro_losses = Vec::with_capacity(k);
         let epoch_start = Instant::now();
         let mut epoch_images = 0usize;
-        for batch in loader {
+        for (i, batch) in loader.enumerate() {
+            let micro = MicroStep { index: i % k, count: k };
             let batch = batch?;
-            let lr = schedule.lr(pos.step);
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, batch.shape)?;
             let rng = Ctx::default().with_rng(cfg.seed, rank, epoch, pos.step);
             let (loss_value, correct) =
-                train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, lr, &rng)?;
+                train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, &rng, micro)?;
+            micro_losses.push((loss_value, correct, n));
+            if !micro.syncs_gradients() {
+                continue;
+            }
+
+            let lr = schedule.lr(pos.step);
+            let local_nonfinite = micro_losses.iter().any(|(l, _, _)| !l.is_finite());
+            if local_nonfinite {
+                tracing::warn!(rank, step = pos.step + 1, "non-finite loss on this rank");
+            }
+            let time_up = cfg.log.time_limit_s > 0.0
+                && started.elapsed().as_secs_f64() >= cfg.log.time_limit_s;
+            let update =
+                optimizer_step(&mut opt, comm, lr, &cfg.optimizer, local_nonfinite, time_up)?;
             pos.step += 1;
             pos.batch_in_epoch += 1;
-            epoch_images += n * world;
-            window.add(loss_value, correct, n);
-
             let step = pos.step;
+            if update.nonfinite {
+                if cfg.optimizer.on_nonfinite == "skip" {
+                    skipped_steps += 1;
+                    say(format!("strata: skipped step {step}: a rank saw a non-finite loss"));
+                } else {
+                    return Err(TrainError::Diverged { step, loss: f64::NAN });
+                }
+            } else {
+                for (l, c, n) in &micro_losses {
+                    window.add(*l, *c, *n);
+                }
+            }
+            micro_losses.clear();
+            epoch_images += n * world * k;
+
             if step % cfg.log.every == 0 || step == total_steps {
                 let (loss_avg, acc) = window.reduce(comm)?;
-                if !loss_avg.is_finite() {
-                    return Err(TrainError::Diverged { step, loss: loss_avg });
-                }
                 last_loss = loss_avg;
                 let ips = epoch_images as f64 / epoch_start.elapsed().as_secs_f64();
                 if let Some(dir) = run_dir.as_mut() {
                     dir.log(json!({"kind": "train", "step": step, "epoch": epoch,
-                        "loss": loss_avg, "accuracy": acc, "lr": lr, "images_per_s": ips,
+                        "loss": loss_avg, "accuracy": acc, "lr": lr, "grad_norm": update.grad_norm,
+                        "skipped_steps": skipped_steps, "images_per_s": ips,
                         "time_s": started.elapsed().as_secs_f64()}))?;
                 }
                 show_step(progress, &bar, epoch, step, total_steps, loss_avg, acc, ips);
@@ -217,8 +255,23 @@ pub fn train(
                 pos = Position { step, epoch: epoch + 1, batch_in_epoch: 0 };
             }
             let every = cfg.checkpoint.every;
-            if every > 0 && step % every == 0 && step < total_steps {
-                write_checkpoint(&pos, &opt, comm)?;
+            if every > 0 && step % every == 0 && step < total_steps && !update.stop {
+                write_checkpoint(&pos, &opt, skipped_steps, comm)?;
+            }
+            if update.stop {
+                say(format!(
+                    "strata: stopping after step {step}: log.time_limit_s = {} s reached on a \
+                     rank; every rank stops here, with a checkpoint to --resume from",
+                    cfg.log.time_limit_s
+                ));
+                write_checkpoint(&pos, &opt, skipped_steps, comm)?;
+                return Ok(RunSummary {
+                    steps: step,
+                    final_train_loss: last_loss,
+                    test_accuracy: f64::NAN,
+                    test_loss: f64::NAN,
+                    wall_s: started.elapsed().as_secs_f64(),
+                });
             }
             if step == cfg.log.stop_at_step {
                 say(format!("strata: stopping after step {step} as configured (log.stop_at_step)"));
@@ -230,7 +283,8 @@ pub fn train(
                     wall_s: started.elapsed().as_secs_f64(),
                 });
             }
-            if step >= total_steps {
+            if step >= total_steps || pos.batch_in_epoch == 0 {
+                // The epoch's last full step is done; leftover micro-batches are dropped.
                 break;
             }
         }
@@ -238,10 +292,11 @@ pub fn train(
             bar.finish_and_clear();
         }
         eval = evaluate(model.as_ref(), &buffers, test_set.clone(), cfg, comm)?;
+        check_replicas_agree(&params, comm, pos.step)?;
         report_epoch(progress, &mut run_dir, epoch, pos.step, last_loss, eval, &epoch_start)?;
     }
 
-    write_checkpoint(&pos, &opt, comm)?;
+    write_checkpoint(&pos, &opt, skipped_steps, comm)?;
     if let Some(dir) = &run_dir {
         crate::weights::save_weights(model.as_ref(), &dir.path().join("final.safetensors"))?;
         crate::plot::write_metrics_plot(dir.path())?;
@@ -249,8 +304,8 @@ pub fn train(
     let summary = RunSummary {
         steps: pos.step,
         final_train_loss: last_loss,
-        test_accuracy: eval.1,
-        test_loss: eval.0,
+        test_accuracy: eval.accuracy,
+        test_loss: eval.loss,
         wall_s: started.elapsed().as_secs_f64(),
     };
     say(format!(
@@ -270,20 +325,46 @@ struct Position {
     batch_in_epoch: u64,
 }
 
-/// One optimizer step on this worker's batch `x`: forward, backward, gradients averaged over
-/// the world, SGD update at `lr`. `rng` carries the run coordinates (seed, rank, epoch, step)
-/// that key dropout masks and stochastic-depth decisions. Returns the local loss and the number
-/// of correct predictions.
+/// Where a micro-step stands in gradient accumulation: number `index` of the `count`
+/// micro-steps (`optimizer.accumulate_steps`) that make one optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MicroStep {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl MicroStep {
+    /// An optimizer step of one micro-step (no accumulation).
+    pub const SINGLE: MicroStep = MicroStep { index: 0, count: 1 };
+
+    /// Whether this micro-step starts an optimizer step (and so clears the gradients).
+    pub fn is_first(&self) -> bool {
+        self.index == 0
+    }
+
+    /// Whether this micro-step all-reduces the gradients: only the last of an optimizer step
+    /// does; the others only sum into the local gradients. This is the one place that decides
+    /// it (a reducer's `no_sync` switch is `!syncs_gradients()`).
+    pub fn syncs_gradients(&self) -> bool {
+        self.index + 1 == self.count
+    }
+}
+
+/// One micro-step on this worker's batch `x`: forward, backward (gradients summed into those
+/// of the earlier micro-steps of the same optimizer step), and on the last micro-step the
+/// gradients averaged over the world. `rng` carries the run coordinates (seed, rank, epoch,
+/// step) that key dropout masks and stochastic-depth decisions. Returns the local loss and the
+/// number of correct predictions. [`optimizer_step`] follows the last micro-step.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &dyn Module,
     params: &[Rc<Param>],
-    opt: &mut Sgd,
+    opt: &mut Optimizer,
     comm: &mut dyn Communicator,
     x: Tensor,
     labels: &[u32],
-    lr: f64,
     rng: &Ctx,
+    micro: MicroStep,
 ) -> Result<(f64, usize)> {
     let tape = Tape::new();
     let cx =
@@ -293,12 +374,153 @@ pub fn train_step(
     let loss_value = loss.value().to_scalar()?;
     let correct = count_correct(logits.value(), labels)?;
     drop(logits);
-    opt.zero_grad();
+    if micro.is_first() {
+        opt.zero_grad();
+    }
     tape.backward(&loss)?;
     drop((loss, tape));
-    ddp::all_reduce_gradients(comm, params)?;
-    opt.step(lr)?;
+    if micro.syncs_gradients() {
+        ddp::all_reduce_gradients(comm, params)?;
+    }
     Ok((loss_value, correct))
+}
+
+/// What [`optimizer_step`] did, as every rank agreed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepUpdate {
+    /// Some rank saw a non-finite loss or gradient: no update was applied.
+    pub nonfinite: bool,
+    /// Some rank asked to stop after this step (`log.time_limit_s`).
+    pub stop: bool,
+    /// Global L2 norm of the averaged gradient before clipping (0 when non-finite).
+    pub grad_norm: f64,
+}
+
+/// The update after the last micro-step: gradients divided by the micro-step count (so they
+/// are the mean over the whole global batch), their global norm taken, the control-flow
+/// flags (non-finite loss, stop request) and the norm agreed across ranks in one all-reduce
+/// (max), then, unless some rank saw a non-finite value, clipping to
+/// `optimizer.clip_grad_norm` and the optimizer step at `lr`.
+///
+/// # Errors
+/// [`TrainError::OutOfSync`] if ranks computed different gradient norms, which means their
+/// replicas diverged; communication and tensor errors.
+pub fn optimizer_step(
+    opt: &mut Optimizer,
+    comm: &mut dyn Communicator,
+    lr: f64,
+    cfg: &OptimizerConfig,
+    local_nonfinite: bool,
+    local_stop: bool,
+) -> Result<StepUpdate> {
+    if cfg.accumulate_steps > 1 {
+        optim::scale_gradients(opt.params(), 1.0 / cfg.accumulate_steps as f64)?;
+    }
+    let norm = optim::grad_norm(opt.params())?;
+    let nonfinite = local_nonfinite || !norm.is_finite();
+    let shown = if nonfinite { 0.0 } else { norm };
+    let mut flags =
+        [f64::from(u8::from(nonfinite)), f64::from(u8::from(local_stop)), shown, -shown];
+    comm.all_reduce_f64(&mut flags, ReduceOp::Max)?;
+    let update =
+        StepUpdate { nonfinite: flags[0] > 0.0, stop: flags[1] > 0.0, grad_norm: flags[2] };
+    if update.nonfinite {
+        opt.zero_grad();
+        return Ok(update);
+    }
+    if flags[2] != -flags[3] {
+        return Err(TrainError::OutOfSync {
+            detail: format!(
+                "gradient norms differ between ranks ({} to {}) after the all-reduce",
+                -flags[3], flags[2]
+            ),
+        });
+    }
+    if cfg.clip_grad_norm > 0.0 {
+        optim::clip_gradients(opt.params(), norm, cfg.clip_grad_norm)?;
+    }
+    opt.step(lr)?;
+    Ok(update)
+}
+
+/// Check that every rank holds the same parameters: a checksum (sum and sum of squares of
+/// every parameter, in f64) agreed by max and min across ranks.
+///
+/// # Errors
+/// [`TrainError::OutOfSync`] naming the step if any rank's checksum differs.
+fn check_replicas_agree(
+    params: &[Rc<Param>],
+    comm: &mut dyn Communicator,
+    step: u64,
+) -> Result<()> {
+    if comm.world_size() == 1 {
+        return Ok(());
+    }
+    let mut sums = [0.0f64; 2];
+    for p in params {
+        let v = p.value();
+        sums[0] += v.to_vec::<f32>()?.iter().map(|&x| x as f64).sum::<f64>();
+        sums[1] += v.backend()?.sum_squares(&v)?;
+    }
+    let mut agreed = [sums[0], sums[1], -sums[0], -sums[1]];
+    comm.all_reduce_f64(&mut agreed, ReduceOp::Max)?;
+    if agreed[0] != -agreed[2] || agreed[1] != -agreed[3] {
+        return Err(TrainError::OutOfSync {
+            detail: format!("the ranks' parameters differ at step {step} (checksums {agreed:?})"),
+        });
+    }
+    Ok(())
+}
+
+/// What the run reports at its start: world, batches, learning rate and steps per epoch.
+struct StartInfo {
+    world: usize,
+    b: usize,
+    k: usize,
+    global_batch: usize,
+    lr: f64,
+    steps_per_epoch: u64,
+    total_steps: u64,
+}
+
+impl StartInfo {
+    /// The human line rank 0 prints.
+    fn line(&self, cfg: &Config, parameters: usize) -> String {
+        let accumulation = if self.k > 1 {
+            format!(" ({} micro-steps of {} per step)", self.k, self.b)
+        } else {
+            String::new()
+        };
+        let scaled = if cfg.optimizer.reference_batch > 0 {
+            format!(
+                " (linear scaling: {} x {} / {})",
+                cfg.optimizer.lr, self.global_batch, cfg.optimizer.reference_batch
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "strata: {} ({parameters} parameters) on {} worker(s) x {} thread(s); batch {} per \
+             worker, {} global{accumulation}; {} steps per epoch, {} in all; {} lr {}{scaled}",
+            cfg.name,
+            self.world,
+            rayon::current_num_threads(),
+            self.b,
+            self.global_batch,
+            self.steps_per_epoch,
+            self.total_steps,
+            cfg.optimizer.kind,
+            self.lr,
+        )
+    }
+
+    /// The same facts as a metrics line.
+    fn record(&self, step: u64) -> serde_json::Value {
+        json!({"kind": "start", "step": step, "world_size": self.world,
+            "batch_per_worker": self.b, "accumulate_steps": self.k,
+            "global_batch": self.global_batch, "lr": self.lr,
+            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
+    }
 }
 
 /// Loss and accuracy accumulated over the steps between two log lines.
@@ -345,16 +567,27 @@ fn count_correct(logits: &Tensor, labels: &[u32]) -> Result<usize> {
     Ok(correct)
 }
 
+/// The result of an evaluation over the whole test set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Eval {
+    /// Mean loss per sample.
+    pub loss: f64,
+    /// Fraction of samples predicted right.
+    pub accuracy: f64,
+    /// Samples counted, over all ranks: the test set's size.
+    pub samples: usize,
+}
+
 /// Exact distributed evaluation: running statistics are averaged over the ranks first; each
-/// rank evaluates a disjoint, unpadded shard; sums of loss, correct and count are all-reduced.
-/// Returns (mean loss, accuracy).
+/// rank evaluates a disjoint, unpadded shard (their sizes differ by at most one); sums of
+/// loss, correct and count are all-reduced, so every sample counts exactly once.
 pub fn evaluate(
     model: &dyn Module,
     buffers: &[strata_nn::Buffer],
     test_set: Arc<dyn Dataset>,
     cfg: &Config,
     comm: &mut dyn Communicator,
-) -> Result<(f64, f64)> {
+) -> Result<Eval> {
     ddp::all_reduce_buffers(comm, buffers)?;
     let sampler = DistributedSampler::eval(test_set.len(), comm.world_size(), comm.rank())?;
     let mut loader_cfg = LoaderConfig::new(cfg.data.eval_batch_size.max(1));
@@ -375,7 +608,7 @@ pub fn evaluate(
         }
     }
     comm.all_reduce_f64(&mut sums, ReduceOp::Sum)?;
-    Ok((sums[0] / sums[2], sums[1] / sums[2]))
+    Ok(Eval { loss: sums[0] / sums[2], accuracy: sums[1] / sums[2], samples: sums[2] as usize })
 }
 
 fn make_bar(mode: ProgressMode, epoch: u64, epochs: u64, steps: u64) -> Option<ProgressBar> {
@@ -417,20 +650,22 @@ fn report_epoch(
     epoch: u64,
     step: u64,
     train_loss: f64,
-    (test_loss, test_acc): (f64, f64),
+    eval: Eval,
     epoch_start: &Instant,
 ) -> Result<()> {
     if let Some(dir) = run_dir.as_mut() {
-        dir.log(json!({"kind": "eval", "step": step, "epoch": epoch, "test_loss": test_loss,
-            "test_accuracy": test_acc}))?;
+        dir.log(json!({"kind": "eval", "step": step, "epoch": epoch, "test_loss": eval.loss,
+            "test_accuracy": eval.accuracy, "test_samples": eval.samples}))?;
     }
     if mode != ProgressMode::Quiet {
         println!(
-            "epoch {} done in {:.1} s: train loss {train_loss:.4}, test loss {test_loss:.4}, \
-             test accuracy {:.2} %",
+            "epoch {} done in {:.1} s: train loss {train_loss:.4}, test loss {:.4}, \
+             test accuracy {:.2} % of {} samples",
             epoch + 1,
             epoch_start.elapsed().as_secs_f64(),
-            100.0 * test_acc
+            eval.loss,
+            100.0 * eval.accuracy,
+            eval.samples
         );
     }
     Ok(())

@@ -19,7 +19,8 @@ mod sgd;
 mod simd;
 
 use crate::backend::{
-    AdamWParams, Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads, Pool2dParams, SgdParams,
+    AdamWParams, Backend, BatchNormGrads, BatchNormOutput, Conv2dParams, LinearGrads, Pool2dParams,
+    SgdParams,
 };
 use crate::error::{shape_err, Result, TensorError};
 use crate::{DType, Device, StorageElement, Tensor};
