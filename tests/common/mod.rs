@@ -60,3 +60,72 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir
 }
+
+/// Run `launcher run config` with `workers` processes, the run named `name` under `dir`, and
+/// `--set` overrides (`--resume` passes through as the flag). Returns stdout and stderr;
+/// panics with both if the launcher fails.
+pub fn train(config: &str, dir: &Path, name: &str, workers: usize, sets: &[&str]) -> String {
+    let (out, stdout, stderr) = try_train(config, dir, name, workers, sets);
+    assert!(out.status.success(), "launcher failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// As [`train`], but returns the launcher's output whether it succeeded or not.
+pub fn try_train(
+    config: &str,
+    dir: &Path,
+    name: &str,
+    workers: usize,
+    sets: &[&str],
+) -> (Output, String, String) {
+    let mut cmd = launcher();
+    cmd.args(["run", config, "--nproc-per-node", &workers.to_string()])
+        .args(["--set", &format!("log.dir={}", dir.display())])
+        .args(["--set", &format!("name={name}")]);
+    for s in sets {
+        if *s == "--resume" {
+            cmd.arg(s);
+        } else {
+            cmd.args(["--set", s]);
+        }
+    }
+    output(&mut cmd)
+}
+
+/// The f32 tensors of a safetensors file, by name.
+pub fn weights(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let vals = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+            (n, vals.collect())
+        })
+        .collect()
+}
+
+/// The largest absolute difference between two sets of named tensors, and its tensor's name.
+pub fn max_abs_diff(
+    a: &std::collections::HashMap<String, Vec<f32>>,
+    b: &std::collections::HashMap<String, Vec<f32>>,
+) -> (f32, String) {
+    assert_eq!(a.len(), b.len(), "different tensor sets");
+    let mut worst = (0.0f32, String::new());
+    for (name, va) in a {
+        let vb = &b[name];
+        assert_eq!(va.len(), vb.len(), "{name}");
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d > worst.0 || d.is_nan() {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    worst
+}
+
+/// The metrics records of `kind` (`start`, `train`, `eval`) of a run.
+pub fn records(run_dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    metrics(run_dir).into_iter().filter(|r| r["kind"] == kind).collect()
+}

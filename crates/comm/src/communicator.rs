@@ -89,6 +89,13 @@ pub trait Communicator: Send {
     ///
     /// As [`all_reduce`](Self::all_reduce).
     fn barrier(&mut self) -> Result<()>;
+
+    /// The number of collectives this communicator has started, if it counts them (the TCP
+    /// ring does: it is the sequence number of the last one). Lets a caller see how many
+    /// all-reduces a training step issued.
+    fn collectives_started(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The communicator of a world of one process: every collective is a no-op (a mean over one

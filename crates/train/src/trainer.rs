@@ -244,6 +244,7 @@ pub fn train(
                     dir.log(json!({"kind": "train", "step": step, "epoch": epoch,
                         "loss": loss_avg, "accuracy": acc, "lr": lr, "grad_norm": update.grad_norm,
                         "skipped_steps": skipped_steps, "images_per_s": ips,
+                        "collectives": comm.collectives_started(),
                         "time_s": started.elapsed().as_secs_f64()}))?;
                 }
                 show_step(progress, &bar, epoch, step, total_steps, loss_avg, acc, ips);

@@ -206,6 +206,10 @@ impl Communicator for TcpRing {
         self.place.rank
     }
 
+    fn collectives_started(&self) -> Option<u64> {
+        Some(self.seq)
+    }
+
     fn world_size(&self) -> usize {
         self.place.world_size
     }
