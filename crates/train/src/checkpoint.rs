@@ -1,6 +1,8 @@
 //! Checkpoints: `runs/<name>/checkpoints/step-N/` holds `model.safetensors` (parameters and
-//! buffers, readable by other tools), `optimizer.safetensors` (momentum buffers by parameter
-//! name) and `state.json` (where training stands). Rank 0 writes each one into a hidden
+//! buffers, the running statistics averaged over the ranks; readable by other tools),
+//! `optimizer.safetensors` (optimizer state by parameter name), `rank_buffers.safetensors`
+//! (each rank's own running statistics, `rank<R>.<buffer>`, so a resume on as many workers
+//! continues them exactly) and `state.json` (where training stands). Rank 0 writes each one into a hidden
 //! temporary directory and renames it into place, so a crash mid-write leaves the previous
 //! checkpoints intact; the newest `keep` are kept.
 //!
@@ -85,12 +87,57 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// Write a checkpoint of `model`, the optimizer's `optimizer_state` and `state` under
-/// `run_dir`, then delete all but the newest `keep`. Returns the checkpoint's directory.
+/// What a checkpoint holds besides the model and the state file.
+pub struct Extra<'a> {
+    /// The optimizer's state by name ([`crate::optim::Optimizer::state`]).
+    pub optimizer: &'a [(String, Tensor)],
+    /// Each rank's own buffers ([`rank_buffers`]).
+    pub rank_buffers: &'a [(String, Tensor)],
+}
+
+/// Name every rank's buffers `rank<R>.<buffer>`, given `per_rank[R][i]` for the `i`-th of
+/// `named` buffers.
+pub fn rank_buffers(
+    named: &[(String, strata_nn::Buffer)],
+    per_rank: &[Vec<Tensor>],
+) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for (r, tensors) in per_rank.iter().enumerate() {
+        for ((name, _), t) in named.iter().zip(tensors) {
+            out.push((format!("rank{r}.{name}"), t.clone()));
+        }
+    }
+    out
+}
+
+/// Set `rank`'s buffers from the `rank<R>.<buffer>` tensors of a checkpoint (in `dir`).
+///
+/// # Errors
+/// [`TrainError::Config`] if one of them is missing or has another shape.
+pub fn restore_rank_buffers(
+    dir: &Path,
+    saved: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+    named: &[(String, strata_nn::Buffer)],
+    rank: usize,
+) -> Result<()> {
+    for (name, b) in named {
+        let key = format!("rank{rank}.{name}");
+        let (dims, values) = saved.get(&key).ok_or_else(|| TrainError::Config {
+            path: dir.join("rank_buffers.safetensors").display().to_string(),
+            detail: format!("has no tensor {key}; was it written for another model?"),
+        })?;
+        let restored = restore(dims, values, b.borrow().dims(), &key, dir)?;
+        *b.borrow_mut() = restored;
+    }
+    Ok(())
+}
+
+/// Write a checkpoint of `model`, the `extra` tensors and `state` under `run_dir`, then
+/// delete all but the newest `keep`. Returns the checkpoint's directory.
 pub fn save(
     run_dir: &Path,
     model: &dyn Module,
-    optimizer_state: &[(String, Tensor)],
+    extra: Extra<'_>,
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf> {
@@ -102,7 +149,8 @@ pub fn save(
     }
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     save_weights(model, &tmp.join("model.safetensors"))?;
-    save_tensors(optimizer_state, &tmp.join("optimizer.safetensors"))?;
+    save_tensors(extra.optimizer, &tmp.join("optimizer.safetensors"))?;
+    save_tensors(extra.rank_buffers, &tmp.join("rank_buffers.safetensors"))?;
     let json = serde_json::to_string_pretty(state).expect("TrainState serialises");
     std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
     if final_dir.exists() {
@@ -165,6 +213,8 @@ pub fn resolve(run_dir: &Path, resume: &str) -> Result<PathBuf> {
 pub struct Loaded {
     pub state: TrainState,
     pub optimizer: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Each rank's own buffers, `rank<R>.<buffer>`.
+    pub rank_buffers: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 /// Load the checkpoint in `dir` into `model` (parameters and buffers, matched by name) and
@@ -186,13 +236,14 @@ pub fn load(dir: &Path, model: &dyn Module) -> Result<Loaded> {
         *b.borrow_mut() = restored;
     }
     let optimizer = load_weights(&dir.join("optimizer.safetensors"))?;
+    let rank_buffers = load_weights(&dir.join("rank_buffers.safetensors"))?;
     let text =
         std::fs::read_to_string(dir.join("state.json")).map_err(io_err(dir.join("state.json")))?;
     let state = serde_json::from_str(&text).map_err(|e| TrainError::Config {
         path: dir.join("state.json").display().to_string(),
         detail: e.to_string(),
     })?;
-    Ok(Loaded { state, optimizer })
+    Ok(Loaded { state, optimizer, rank_buffers })
 }
 
 fn restore(

@@ -62,7 +62,8 @@ pub fn train(
         build_model(&cfg.model, train_set.sample_shape(), train_set.num_classes(), cfg.seed)?;
     let named = named_parameters(model.as_ref());
     let params: Vec<_> = named.iter().map(|(_, p)| p.clone()).collect();
-    let buffers: Vec<_> = named_buffers(model.as_ref()).into_iter().map(|(_, b)| b).collect();
+    let named_bufs = named_buffers(model.as_ref());
+    let buffers: Vec<_> = named_bufs.iter().map(|(_, b)| b.clone()).collect();
     ddp::broadcast_parameters(comm, &params)?;
     let mut opt = Optimizer::new(named, cfg.optimizer.clone())?;
     let k = cfg.optimizer.accumulate_steps;
@@ -76,6 +77,9 @@ pub fn train(
         let loaded = checkpoint::load(&dir, model.as_ref())?;
         opt.load_state(&loaded.optimizer)?;
         let st = loaded.state;
+        if st.world_size == world {
+            checkpoint::restore_rank_buffers(&dir, &loaded.rank_buffers, &named_bufs, rank)?;
+        }
         if st.global_batch % (world * k) != 0 {
             return Err(TrainError::Config {
                 path: dir.display().to_string(),
@@ -146,7 +150,11 @@ pub fn train(
                             skipped_steps: u64,
                             comm: &mut dyn Communicator|
      -> Result<()> {
-        // Running statistics are averaged first, on every rank, so all replicas stay equal.
+        // The model file holds the running statistics averaged over the ranks; each rank's own
+        // statistics are kept beside them and stay live, so writing a checkpoint never changes
+        // the run and a resumed run continues every rank's statistics exactly.
+        let own: Vec<Tensor> = buffers.iter().map(|b| b.borrow().clone()).collect();
+        let per_rank = gather_tensors(comm, &own)?;
         ddp::all_reduce_buffers(comm, &buffers)?;
         if rank == 0 {
             let state = TrainState {
@@ -167,13 +175,12 @@ pub fn train(
                 ),
                 skipped_steps,
             };
-            checkpoint::save(
-                &run_path,
-                model.as_ref(),
-                &opt.state()?,
-                &state,
-                cfg.checkpoint.keep,
-            )?;
+            let rank_buffers = checkpoint::rank_buffers(&named_bufs, &per_rank);
+            let extra = checkpoint::Extra { optimizer: &opt.state()?, rank_buffers: &rank_buffers };
+            checkpoint::save(&run_path, model.as_ref(), extra, &state, cfg.checkpoint.keep)?;
+        }
+        for (b, t) in buffers.iter().zip(own) {
+            *b.borrow_mut() = t;
         }
         Ok(())
     };
@@ -471,6 +478,27 @@ fn check_replicas_agree(
         });
     }
     Ok(())
+}
+
+/// Every rank's `tensors` (f32), gathered on every rank: `out[rank][i]` is rank `rank`'s
+/// `tensors[i]`.
+fn gather_tensors(comm: &mut dyn Communicator, tensors: &[Tensor]) -> Result<Vec<Vec<Tensor>>> {
+    let mut bytes = Vec::new();
+    for t in tensors {
+        bytes.extend(t.to_vec::<f32>()?.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    let mut out = Vec::with_capacity(comm.world_size());
+    for theirs in comm.all_gather_bytes(&bytes)? {
+        let mut values =
+            theirs.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        let mut rank_tensors = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let v: Vec<f32> = values.by_ref().take(t.elem_count()).collect();
+            rank_tensors.push(Tensor::from_vec(v, t.dims())?);
+        }
+        out.push(rank_tensors);
+    }
+    Ok(out)
 }
 
 /// What the run reports at its start: world, batches, learning rate and steps per epoch.
