@@ -404,12 +404,15 @@ impl Config {
         Ok(())
     }
 
-    /// A hash of what determines the training trajectory: the config without its resume and
-    /// logging settings (FNV-1a over the TOML text, as hex).
+    /// A hash of what determines the training trajectory: the config without its name,
+    /// logging, checkpoint and loader-thread settings, none of which changes the weights
+    /// (FNV-1a over the TOML text, as hex).
     pub fn trajectory_hash(&self) -> String {
         let mut c = self.clone();
-        c.checkpoint.resume.clear();
+        c.name.clear();
         c.log = LogConfig::default();
+        c.checkpoint = CheckpointConfig::default();
+        c.data.loader_threads = 1;
         let text = c.to_toml();
         let mut h: u64 = 0xcbf29ce484222325;
         for byte in text.bytes() {

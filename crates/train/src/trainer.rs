@@ -108,7 +108,12 @@ pub fn train(
             ));
         }
         if st.config_hash != cfg.trajectory_hash() {
-            say("strata: warning: the config differs from the checkpoint's".into());
+            say(format!(
+                "strata: warning: the config differs from the one that wrote the checkpoint \
+                 (hash {} there, {} here): the run will not match an uninterrupted one",
+                st.config_hash,
+                cfg.trajectory_hash()
+            ));
         }
     }
 
