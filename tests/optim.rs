@@ -110,6 +110,9 @@ fn the_run_starts_by_logging_world_batches_scaled_lr_and_steps_per_epoch() {
         assert!(line.contains(part), "{part:?} missing from the start line: {line}");
     }
     assert!(line.contains("linear scaling: 0.1 x 16 / 8"), "{line}");
+    // The run directory keeps the resolved config, overrides applied; it loads as a config.
+    let resolved = strata::train::Config::load(&dir.join("s/config.toml"), &[]).unwrap();
+    assert_eq!((resolved.optimizer.reference_batch, resolved.log.max_steps), (8, 5));
     let start = &records(&dir.join("s"), "start")[0];
     assert_eq!(start["world_size"], 2);
     assert_eq!(start["batch_per_worker"], 8);

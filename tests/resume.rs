@@ -147,3 +147,21 @@ fn resuming_with_another_config_warns_that_the_trajectory_changes() {
     let stdout = run(&dir, "s", 2, &["--resume", "log.every=2"]);
     assert!(!stdout.contains("config differs"), "{stdout}");
 }
+
+#[test]
+fn a_run_with_gradient_accumulation_resumes_mid_epoch_bit_identically() {
+    let dir = temp_dir("resume-accumulate");
+    // 2 workers x 4 samples x 2 micro-steps: still 16 global, 16 steps per epoch; the stop at
+    // step 13 resumes from step 10, 10 x 2 micro-batches into the first epoch.
+    let accumulate = ["data.batch_size=4", "optimizer.accumulate_steps=2"];
+    run(&dir, "whole", 2, &accumulate);
+    run(&dir, "split", 2, &[&accumulate[..], &["log.stop_at_step=13"]].concat());
+    let stdout = run(&dir, "split", 2, &[&accumulate[..], &["--resume"]].concat());
+    assert!(stdout.contains("at step 10"), "{stdout}");
+    let whole = bytes(&dir.join("whole/final.safetensors"));
+    assert!(whole == bytes(&dir.join("split/final.safetensors")), "resumed run differs");
+    // On one worker the global batch stays 16: 8 per worker in 2 micro-steps.
+    run(&dir, "one", 2, &[&accumulate[..], &["log.stop_at_step=5"]].concat());
+    let stdout = run(&dir, "one", 1, &[&accumulate[..], &["--resume"]].concat());
+    assert!(stdout.contains("batch 8 per worker, 16 global (2 micro-steps of 8"), "{stdout}");
+}

@@ -481,6 +481,25 @@ mod tests {
     "#;
 
     #[test]
+    fn optimizer_settings_that_do_not_fit_are_errors_naming_the_key() {
+        let cases = [
+            ("optimizer.kind=\"adam\"", "known optimizers: sgd, adamw"),
+            ("optimizer.nesterov=true", "optimizer.nesterov needs optimizer.momentum > 0"),
+            ("optimizer.betas=[0.9, 1.5]", "optimizer.betas"),
+            ("optimizer.on_nonfinite=\"ignore\"", "optimizer.on_nonfinite"),
+            ("optimizer.clip_grad_norm=-1.0", "optimizer.clip_grad_norm"),
+            ("optimizer.accumulate_steps=0", "optimizer.accumulate_steps must be at least 1"),
+        ];
+        for (set, want) in cases {
+            let err = Config::parse(BASE, "base", &[set.into()]).unwrap_err().to_string();
+            assert!(err.contains(want), "{set}: {err}");
+        }
+        let adamw = ["optimizer.kind=\"adamw\"".into(), "optimizer.momentum=0.9".into()];
+        let err = Config::parse(BASE, "base", &adamw).unwrap_err().to_string();
+        assert!(err.contains("adamw uses optimizer.betas"), "{err}");
+    }
+
+    #[test]
     fn overrides_set_nested_values_with_types() {
         let sets = ["optimizer.lr=0.05".to_string(), "data.dir=some/where".into()];
         let cfg = Config::parse(BASE, "base", &sets).unwrap();
@@ -494,5 +513,10 @@ mod tests {
         assert!(err.to_string().contains("optimizer.lrr"), "{err}");
         let err = Config::parse(BASE, "base", &["epochs=\"two\"".into()]).unwrap_err();
         assert!(err.to_string().contains("at `epochs`"), "{err}");
+        let err = Config::parse(BASE, "base", &["optimizer.betas=[0.9]".into()]).unwrap_err();
+        assert!(err.to_string().contains("at `optimizer.betas`"), "{err}");
+        let err =
+            Config::parse(BASE, "base", &["optimizer.accumulate_steps=-1".into()]).unwrap_err();
+        assert!(err.to_string().contains("optimizer.accumulate_steps"), "{err}");
     }
 }
