@@ -236,7 +236,10 @@ pub fn load(dir: &Path, model: &dyn Module) -> Result<Loaded> {
         *b.borrow_mut() = restored;
     }
     let optimizer = load_weights(&dir.join("optimizer.safetensors"))?;
-    let rank_buffers = load_weights(&dir.join("rank_buffers.safetensors"))?;
+    // Checkpoints written before per-rank statistics were kept have none: the averaged ones
+    // in the model file then stand for every rank's.
+    let rank_path = dir.join("rank_buffers.safetensors");
+    let rank_buffers = if rank_path.is_file() { load_weights(&rank_path)? } else { HashMap::new() };
     let text =
         std::fs::read_to_string(dir.join("state.json")).map_err(io_err(dir.join("state.json")))?;
     let state = serde_json::from_str(&text).map_err(|e| TrainError::Config {

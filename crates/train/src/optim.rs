@@ -418,7 +418,8 @@ mod tests {
 
         let mut sgd = Optimizer::new(weight_and_bias(), optimizer_cfg(&[])).unwrap();
         let err = sgd.load_state(&saved).unwrap_err().to_string();
-        assert!(err.contains("optimizer.kind") && err.contains("exp_avg"), "{err}");
+        // Any of the AdamW tensors may be the one named (the state is a hash map).
+        assert!(err.contains("optimizer.kind") && err.contains("\"sgd\" does not keep"), "{err}");
     }
 
     #[test]

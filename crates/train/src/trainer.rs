@@ -77,7 +77,7 @@ pub fn train(
         let loaded = checkpoint::load(&dir, model.as_ref())?;
         opt.load_state(&loaded.optimizer)?;
         let st = loaded.state;
-        if st.world_size == world {
+        if st.world_size == world && !loaded.rank_buffers.is_empty() {
             checkpoint::restore_rank_buffers(&dir, &loaded.rank_buffers, &named_bufs, rank)?;
         }
         if st.global_batch % (world * k) != 0 {
@@ -213,7 +213,10 @@ pub fn train(
             let batch = batch?;
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, batch.shape)?;
-            let rng = Ctx::default().with_rng(cfg.seed, rank, epoch, pos.step);
+            // Ctx counts forward passes: each micro-step draws its own dropout masks and
+            // stochastic-depth decisions, as each forward does in PyTorch.
+            let forward = pos.step * k as u64 + micro.index as u64;
+            let rng = Ctx::default().with_rng(cfg.seed, rank, epoch, forward);
             let (loss_value, correct) =
                 train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, &rng, micro)?;
             micro_losses.push((loss_value, correct, n));
