@@ -380,16 +380,16 @@ impl Config {
         if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
             return bad(format!("optimizer.betas = {:?}: each must be in [0, 1)", o.betas));
         }
-        if !(o.eps > 0.0) {
+        if o.eps.is_nan() || o.eps <= 0.0 {
             return bad(format!("optimizer.eps = {} must be positive", o.eps));
         }
-        if !(o.weight_decay >= 0.0) {
+        if o.weight_decay.is_nan() || o.weight_decay < 0.0 {
             return bad(format!("optimizer.weight_decay = {} must be >= 0", o.weight_decay));
         }
         if o.accumulate_steps == 0 {
             return bad("optimizer.accumulate_steps must be at least 1".into());
         }
-        if !(o.clip_grad_norm >= 0.0 && o.clip_grad_norm.is_finite()) {
+        if !o.clip_grad_norm.is_finite() || o.clip_grad_norm < 0.0 {
             return bad(format!(
                 "optimizer.clip_grad_norm = {} must be >= 0 (0: no clipping)",
                 o.clip_grad_norm

@@ -251,7 +251,7 @@ pub fn train(
             micro_losses.clear();
             epoch_images += n * world * k;
 
-            if step % cfg.log.every == 0 || step == total_steps {
+            if step.is_multiple_of(cfg.log.every) || step == total_steps {
                 let (loss_avg, acc) = window.reduce(comm)?;
                 last_loss = loss_avg;
                 let ips = epoch_images as f64 / epoch_start.elapsed().as_secs_f64();
@@ -271,7 +271,7 @@ pub fn train(
                 pos = Position { step, epoch: epoch + 1, batch_in_epoch: 0 };
             }
             let every = cfg.checkpoint.every;
-            if every > 0 && step % every == 0 && step < total_steps && !update.stop {
+            if every > 0 && step.is_multiple_of(every) && step < total_steps && !update.stop {
                 write_checkpoint(&pos, &opt, skipped_steps, comm)?;
             }
             if update.stop {

@@ -31,7 +31,7 @@ pub(super) fn step<T: CpuFloat>(
     let vs = exp_avg_sq.as_mut_slice::<T>()?;
     let ps = param.as_mut_slice::<T>()?;
     for (((w, &d), m), v) in ps.iter_mut().zip(g).zip(ms.iter_mut()).zip(vs.iter_mut()) {
-        *w = *w * decay;
+        *w *= decay;
         *m = b1 * *m + one_b1 * d;
         *v = b2 * *v + one_b2 * d * d;
         let denom = v.sqrt() / bias2_sqrt + eps;
