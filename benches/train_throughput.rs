@@ -7,12 +7,12 @@
 
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use strata::comm::SingleProcess;
 use strata::nn::resnet::{CifarResNet, ResNetOptions};
 use strata::nn::{named_parameters, Ctx, Module};
 use strata::tensor::Tensor;
 use strata::train::config::OptimizerConfig;
 use strata::train::optim::Sgd;
+use strata::train::ddp::Reducer;
 use strata::train::trainer::train_step;
 
 struct Args {
@@ -74,7 +74,7 @@ fn main() {
             reference_batch: 0,
         };
         let mut opt = Sgd::new(named, cfg);
-        let mut comm = SingleProcess;
+        let mut reducer = Reducer::world_of_one(&params);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let n = a.batch * a.in_ch * a.size * a.size;
         let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -83,9 +83,8 @@ fn main() {
         let mut step = || {
             train_step(
                 &model,
-                &params,
+                &mut reducer,
                 &mut opt,
-                &mut comm,
                 x.clone(),
                 &labels,
                 0.1,
