@@ -11,8 +11,8 @@ use strata::nn::resnet::{CifarResNet, ResNetOptions};
 use strata::nn::{named_parameters, Ctx, Module};
 use strata::tensor::Tensor;
 use strata::train::config::OptimizerConfig;
-use strata::train::optim::Sgd;
 use strata::train::ddp::Reducer;
+use strata::train::optim::Sgd;
 use strata::train::trainer::train_step;
 
 struct Args {
@@ -81,16 +81,8 @@ fn main() {
         let x = Tensor::from_vec(x, [a.batch, a.in_ch, a.size, a.size]).expect("shape");
         let labels: Vec<u32> = (0..a.batch).map(|_| rng.gen_range(0..10)).collect();
         let mut step = || {
-            train_step(
-                &model,
-                &mut reducer,
-                &mut opt,
-                x.clone(),
-                &labels,
-                0.1,
-                &Ctx::default(),
-            )
-            .expect("training step");
+            train_step(&model, &mut reducer, &mut opt, x.clone(), &labels, 0.1, &Ctx::default())
+                .expect("training step");
         };
 
         for _ in 0..2 {

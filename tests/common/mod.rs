@@ -60,3 +60,61 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir
 }
+
+/// Every tensor of a run's `final.safetensors` (weights and running statistics) as f32 values,
+/// by name.
+pub fn final_tensors(run_dir: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(run_dir.join("final.safetensors"))
+        .unwrap_or_else(|e| panic!("{}/final.safetensors: {e}", run_dir.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let vals = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+            (n, vals.collect())
+        })
+        .collect()
+}
+
+/// Train `config` with `workers` processes through the launcher into `dir/name` with the
+/// `--set` overrides `sets`; panics with the output if the launcher fails. Returns the final
+/// tensors.
+pub fn train_run(
+    config: &str,
+    dir: &Path,
+    name: &str,
+    workers: usize,
+    sets: &[&str],
+) -> std::collections::HashMap<String, Vec<f32>> {
+    let mut cmd = launcher();
+    cmd.args(["run", config, "--nproc-per-node", &workers.to_string()])
+        .args(["--set", &format!("log.dir={}", dir.display())])
+        .args(["--set", &format!("name={name}")]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let (out, stdout, stderr) = output(&mut cmd);
+    assert!(out.status.success(), "launcher failed:\n{stdout}\n{stderr}");
+    final_tensors(&dir.join(name))
+}
+
+/// The largest absolute difference between equally named tensors whose name passes `keep`,
+/// with the name where it occurs.
+pub fn worst_diff(
+    a: &std::collections::HashMap<String, Vec<f32>>,
+    b: &std::collections::HashMap<String, Vec<f32>>,
+    keep: impl Fn(&str) -> bool,
+) -> (f32, String) {
+    assert_eq!(a.len(), b.len(), "different tensor sets");
+    let mut worst = (0.0f32, String::new());
+    for (name, va) in a.iter().filter(|(n, _)| keep(n)) {
+        let vb = &b[name];
+        assert_eq!(va.len(), vb.len(), "{name}");
+        for (x, y) in va.iter().zip(vb) {
+            if (x - y).abs() > worst.0 || x.is_nan() != y.is_nan() {
+                worst = ((x - y).abs(), name.clone());
+            }
+        }
+    }
+    worst
+}

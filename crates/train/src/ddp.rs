@@ -391,4 +391,69 @@ mod tests {
         let opts = BucketOptions { cap_bytes: 0, first_cap_bytes: 0, overlap: true };
         assert_eq!(Buckets::new(&ps, opts).members, vec![vec![2], vec![1], vec![0]]);
     }
+
+    /// Rank `rank` of 2: loss `(rank + 1) · Σ p` over the parameters in `used`, so each used
+    /// gradient is `rank + 1` everywhere; reduced with one bucket per parameter. Returns the
+    /// gradients after `finish`.
+    fn reduce_on_rank(ring: &mut strata_comm::TcpRing, used: &[usize]) -> Vec<Vec<f32>> {
+        use strata_autodiff::{ops, Var};
+        let rank = ring.rank();
+        std::thread::scope(|scope| {
+            let thread = strata_comm::CommThread::spawn(scope, ring).unwrap();
+            let ps = params(&[4, 3, 2]);
+            let opts = BucketOptions { cap_bytes: 0, first_cap_bytes: 0, overlap: true };
+            let mut reducer = Reducer::new(&ps, thread.handle(), opts);
+            let tape = Tape::new();
+            let mut loss: Option<Var> = None;
+            for &i in used {
+                let n = ps[i].value().elem_count();
+                let flat = ops::reshape(&tape.param(&ps[i]), &[1, n]).unwrap();
+                let ones = Var::constant(Tensor::from_vec(vec![1f32; n], [1, n]).unwrap());
+                let sum = ops::linear(&flat, &ones, None).unwrap();
+                let term =
+                    ops::reshape(&ops::scale(&sum, (rank + 1) as f64).unwrap(), &[1]).unwrap();
+                loss = Some(match loss {
+                    Some(l) => ops::add(&l, &term).unwrap(),
+                    None => term,
+                });
+            }
+            reducer.prepare(&tape);
+            tape.backward(&loss.unwrap()).unwrap();
+            drop(tape);
+            reducer.finish().unwrap();
+            drop(reducer);
+            thread.join().unwrap();
+            ps.iter().map(|p| p.grad().as_ref().unwrap().to_vec::<f32>().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn a_parameter_unused_on_one_rank_only_contributes_zeros_there() {
+        use std::time::Duration;
+        use strata_comm::{RingOptions, StoreClient, StoreServer, TcpRing};
+        let server = StoreServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        // Rank 1 never uses parameter 0, so it starts the buckets of parameters 2 and 1 during
+        // backward and that of parameter 0 only in `finish`, while rank 0 starts all three
+        // during backward: the ranks must still issue the same all-reduces in the same order.
+        let ranks: Vec<_> = [vec![0, 1, 2], vec![1, 2]]
+            .into_iter()
+            .enumerate()
+            .map(|(rank, used)| {
+                std::thread::spawn(move || {
+                    let store = StoreClient::connect(addr, Duration::from_secs(5)).unwrap();
+                    let opts =
+                        RingOptions { timeout: Duration::from_secs(20), ..Default::default() };
+                    let mut ring = TcpRing::connect(&store, rank, 2, opts).unwrap();
+                    reduce_on_rank(&mut ring, &used)
+                })
+            })
+            .collect();
+        let grads: Vec<_> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
+        // Means over the two ranks: (1 + 2) / 2 where both used it, (1 + 0) / 2 where only
+        // rank 0 did; both ranks hold the same result.
+        let want = vec![vec![0.5f32; 4], vec![1.5; 3], vec![1.5; 2]];
+        assert_eq!(grads[0], want);
+        assert_eq!(grads[1], want);
+    }
 }
