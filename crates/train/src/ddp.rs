@@ -392,68 +392,99 @@ mod tests {
         assert_eq!(Buckets::new(&ps, opts).members, vec![vec![2], vec![1], vec![0]]);
     }
 
-    /// Rank `rank` of 2: loss `(rank + 1) · Σ p` over the parameters in `used`, so each used
-    /// gradient is `rank + 1` everywhere; reduced with one bucket per parameter. Returns the
-    /// gradients after `finish`.
-    fn reduce_on_rank(ring: &mut strata_comm::TcpRing, used: &[usize]) -> Vec<Vec<f32>> {
+    /// Backward of `weight · Σ p` over the parameters `used` of `ps`, with `reducer` hung on
+    /// the tape; every used gradient gets `weight` added everywhere.
+    fn backward_sum(reducer: &mut Reducer, ps: &[Rc<Param>], used: &[usize], weight: f64) {
         use strata_autodiff::{ops, Var};
-        let rank = ring.rank();
-        std::thread::scope(|scope| {
-            let thread = strata_comm::CommThread::spawn(scope, ring).unwrap();
-            let ps = params(&[4, 3, 2]);
-            let opts = BucketOptions { cap_bytes: 0, first_cap_bytes: 0, overlap: true };
-            let mut reducer = Reducer::new(&ps, thread.handle(), opts);
-            let tape = Tape::new();
-            let mut loss: Option<Var> = None;
-            for &i in used {
-                let n = ps[i].value().elem_count();
-                let flat = ops::reshape(&tape.param(&ps[i]), &[1, n]).unwrap();
-                let ones = Var::constant(Tensor::from_vec(vec![1f32; n], [1, n]).unwrap());
-                let sum = ops::linear(&flat, &ones, None).unwrap();
-                let term =
-                    ops::reshape(&ops::scale(&sum, (rank + 1) as f64).unwrap(), &[1]).unwrap();
-                loss = Some(match loss {
-                    Some(l) => ops::add(&l, &term).unwrap(),
-                    None => term,
-                });
-            }
-            reducer.prepare(&tape);
-            tape.backward(&loss.unwrap()).unwrap();
-            drop(tape);
-            reducer.finish().unwrap();
-            drop(reducer);
-            thread.join().unwrap();
-            ps.iter().map(|p| p.grad().as_ref().unwrap().to_vec::<f32>().unwrap()).collect()
-        })
+        let tape = Tape::new();
+        let mut loss: Option<Var> = None;
+        for &i in used {
+            let n = ps[i].value().elem_count();
+            let flat = ops::reshape(&tape.param(&ps[i]), &[1, n]).unwrap();
+            let ones = Var::constant(Tensor::from_vec(vec![1f32; n], [1, n]).unwrap());
+            let sum = ops::linear(&flat, &ones, None).unwrap();
+            let term = ops::reshape(&ops::scale(&sum, weight).unwrap(), &[1]).unwrap();
+            loss = Some(match loss {
+                Some(l) => ops::add(&l, &term).unwrap(),
+                None => term,
+            });
+        }
+        reducer.prepare(&tape);
+        tape.backward(&loss.unwrap()).unwrap();
+        drop(tape);
+        reducer.finish().unwrap();
+    }
+
+    fn grads(ps: &[Rc<Param>]) -> Vec<Vec<f32>> {
+        ps.iter().map(|p| p.grad().as_ref().unwrap().to_vec::<f32>().unwrap()).collect()
+    }
+
+    /// Runs `body(rank, reducer, params)` on both ranks of a 2-rank ring, the reducer over
+    /// parameters of 4, 3 and 2 elements with one bucket each; returns each rank's result.
+    fn on_two_ranks<R: Send + 'static>(
+        body: impl Fn(usize, &mut Reducer, &[Rc<Param>]) -> R + Send + Sync + Copy + 'static,
+    ) -> Vec<R> {
+        use std::time::Duration;
+        use strata_comm::{CommThread, RingOptions, StoreClient, StoreServer, TcpRing};
+        let server = StoreServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        let ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let store = StoreClient::connect(addr, Duration::from_secs(5)).unwrap();
+                    let timeout = Duration::from_secs(20);
+                    let opts = RingOptions { timeout, ..Default::default() };
+                    let mut ring = TcpRing::connect(&store, rank, 2, opts).unwrap();
+                    std::thread::scope(|scope| {
+                        let thread = CommThread::spawn(scope, &mut ring).unwrap();
+                        let ps = params(&[4, 3, 2]);
+                        let opts =
+                            BucketOptions { cap_bytes: 0, first_cap_bytes: 0, overlap: true };
+                        let mut reducer = Reducer::new(&ps, thread.handle(), opts);
+                        let out = body(rank, &mut reducer, &ps);
+                        drop(reducer);
+                        thread.join().unwrap();
+                        out
+                    })
+                })
+            })
+            .collect();
+        ranks.into_iter().map(|t| t.join().unwrap()).collect()
     }
 
     #[test]
     fn a_parameter_unused_on_one_rank_only_contributes_zeros_there() {
-        use std::time::Duration;
-        use strata_comm::{RingOptions, StoreClient, StoreServer, TcpRing};
-        let server = StoreServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr();
         // Rank 1 never uses parameter 0, so it starts the buckets of parameters 2 and 1 during
         // backward and that of parameter 0 only in `finish`, while rank 0 starts all three
         // during backward: the ranks must still issue the same all-reduces in the same order.
-        let ranks: Vec<_> = [vec![0, 1, 2], vec![1, 2]]
-            .into_iter()
-            .enumerate()
-            .map(|(rank, used)| {
-                std::thread::spawn(move || {
-                    let store = StoreClient::connect(addr, Duration::from_secs(5)).unwrap();
-                    let opts =
-                        RingOptions { timeout: Duration::from_secs(20), ..Default::default() };
-                    let mut ring = TcpRing::connect(&store, rank, 2, opts).unwrap();
-                    reduce_on_rank(&mut ring, &used)
-                })
-            })
-            .collect();
-        let grads: Vec<_> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
+        let results = on_two_ranks(|rank, reducer, ps| {
+            let used: &[usize] = if rank == 0 { &[0, 1, 2] } else { &[1, 2] };
+            backward_sum(reducer, ps, used, (rank + 1) as f64);
+            grads(ps)
+        });
         // Means over the two ranks: (1 + 2) / 2 where both used it, (1 + 0) / 2 where only
         // rank 0 did; both ranks hold the same result.
         let want = vec![vec![0.5f32; 4], vec![1.5; 3], vec![1.5; 2]];
-        assert_eq!(grads[0], want);
-        assert_eq!(grads[1], want);
+        assert_eq!(results, vec![want.clone(), want]);
+    }
+
+    #[test]
+    fn no_sync_accumulates_locally_and_the_next_synced_step_reduces_the_sums() {
+        let results = on_two_ranks(|rank, reducer, ps| {
+            let weight = (rank + 1) as f64;
+            reducer.set_no_sync(true);
+            backward_sum(reducer, ps, &[0, 1, 2], weight);
+            let local = grads(ps);
+            reducer.set_no_sync(false);
+            backward_sum(reducer, ps, &[0, 1, 2], weight);
+            (local, grads(ps))
+        });
+        for (rank, (local, reduced)) in results.iter().enumerate() {
+            // After the no_sync micro-step each rank holds its own gradient, rank + 1; after
+            // the synced one, the mean of the sums 2 (rank + 1): (2 + 4) / 2 = 3.
+            let own = (rank + 1) as f32;
+            assert_eq!(*local, vec![vec![own; 4], vec![own; 3], vec![own; 2]], "rank {rank}");
+            assert_eq!(*reduced, vec![vec![3.0f32; 4], vec![3.0; 3], vec![3.0; 2]], "rank {rank}");
+        }
     }
 }

@@ -330,10 +330,9 @@ pub struct StepOutput {
     pub times: StepTimes,
 }
 
-/// One optimizer step on this worker's batch `x`: forward, backward while `reducer` averages
-/// gradient buckets over the world, the wait for the last buckets, SGD update at `lr`. `at`
-/// carries the run coordinates (seed, rank, epoch, step) that key dropout masks and
-/// stochastic-depth decisions, and the sync-BN collective if any.
+/// One optimizer step on this worker's batch `x`: [`forward_backward`] from zeroed gradients,
+/// then the SGD update at `lr`. `at` carries the run coordinates (seed, rank, epoch, step)
+/// that key dropout masks and stochastic-depth decisions, and the sync-BN collective if any.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &dyn Module,
@@ -342,6 +341,29 @@ pub fn train_step(
     x: Tensor,
     labels: &[u32],
     lr: f64,
+    at: &Ctx,
+) -> Result<StepOutput> {
+    opt.zero_grad();
+    let mut out = forward_backward(model, reducer, x, labels, at)?;
+    let t = Instant::now();
+    opt.step(lr)?;
+    out.times.optimizer = t.elapsed();
+    Ok(out)
+}
+
+/// Forward and backward on one (micro-)batch `x`, adding its gradients into the parameters'
+/// (zero them first for a fresh step). While backward runs, `reducer` all-reduces complete
+/// gradient buckets on the communication thread; this returns once every bucket is done, so
+/// the parameters then hold the mean over the world of their accumulated gradients.
+///
+/// With [`Reducer::set_no_sync`] on, nothing is reduced: the parameters hold this worker's
+/// local sums. Gradient accumulation over k micro-batches runs k - 1 calls with `no_sync` on
+/// and the last with it off, so the sums are all-reduced once.
+pub fn forward_backward(
+    model: &dyn Module,
+    reducer: &mut Reducer,
+    x: Tensor,
+    labels: &[u32],
     at: &Ctx,
 ) -> Result<StepOutput> {
     let mut times = StepTimes::default();
@@ -357,7 +379,6 @@ pub fn train_step(
     times.forward = t.elapsed();
 
     let t = Instant::now();
-    opt.zero_grad();
     reducer.prepare(&tape);
     tape.backward(&loss)?;
     drop((loss, tape));
@@ -366,10 +387,6 @@ pub fn train_step(
     let reduced = reducer.finish()?;
     times.comm_exposed = reduced.exposed;
     times.comm = reduced.comm;
-
-    let t = Instant::now();
-    opt.step(lr)?;
-    times.optimizer = t.elapsed();
     Ok(StepOutput { loss: loss_value, correct, times })
 }
 
