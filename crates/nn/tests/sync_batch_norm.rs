@@ -135,9 +135,9 @@ fn two_workers_with_half_batches_match_one_batch_norm_on_the_whole_batch() {
         |k: usize| parts[0][k].iter().zip(&parts[1][k]).map(|(a, b)| a + b).collect::<Vec<_>>();
     assert_close("dgamma", &sum(2), &whole[2], TOL);
     assert_close("dbeta", &sum(3), &whole[3], TOL);
-    for w in 0..2 {
-        assert_close("running_mean", &parts[w][4], &whole[4], TOL);
-        assert_close("running_var", &parts[w][5], &whole[5], TOL);
+    for part in &parts {
+        assert_close("running_mean", &part[4], &whole[4], TOL);
+        assert_close("running_var", &part[5], &whole[5], TOL);
     }
     // Per-worker statistics would differ: the halves have different means.
     let plain = run(&batch_norm(), &x[..half], &r[..half], n / 2, None);

@@ -127,6 +127,9 @@ pub struct Reducer {
     state: Rc<RefCell<Buckets>>,
 }
 
+/// A bucket's queued all-reduce: the averaged values and the time the collective took.
+type InFlight = Pending<(Vec<f32>, Duration)>;
+
 /// The buckets and the per-step state the grad-ready hook shares with the reducer.
 struct Buckets {
     params: Vec<Rc<Param>>,
@@ -141,7 +144,7 @@ struct Buckets {
     ready: Vec<bool>,
     missing: Vec<usize>,
     next: usize,
-    in_flight: Vec<Option<Pending<(Vec<f32>, Duration)>>>,
+    in_flight: Vec<Option<InFlight>>,
     /// Reused flat buffers, one per bucket, while no all-reduce holds them.
     spare: Vec<Vec<f32>>,
     /// The first error the hook met; `finish` returns it.

@@ -402,7 +402,7 @@ impl Backend for CpuBackend {
         for (name, t) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
             expect_dims(OP, name, t, &[c])?;
         }
-        if sums.len() != c || !(count > 0.0) {
+        if sums.len() != c || count.is_nan() || count <= 0.0 {
             return Err(shape_err(
                 OP,
                 format!("{} channel sums over {count} elements for {c} channels", sums.len()),
