@@ -3,8 +3,9 @@
 //!
 //! - `weak`: ResNet-56, 1 worker x 1 thread at batch 64 against 2 workers x 1 thread at batch
 //!   64 each (weak scaling); compare with `../shared/bench/torch_ddp.py` at the same settings.
-//! - `buckets`: ResNet-110 on 2 workers x 1 thread, batch 64 each: 25 MiB buckets overlapped
-//!   with backward, against one all-reduce per parameter started after backward, and one per
+//! - `buckets`: ResNet-110 on 2 workers x 1 thread, batch 64 each: 25 MiB buckets (the
+//!   default; the model's 6.9 MB make two buckets) and 1 MiB buckets, overlapped with
+//!   backward, against one all-reduce per parameter started after backward, and one per
 //!   parameter overlapped.
 //!
 //!     cargo bench --bench ddp_scaling -- [weak|buckets] [--steps 12] [--warmup 3]
@@ -46,6 +47,8 @@ fn main() {
     }
     if which.contains(&"buckets") {
         runs.push(Run { label: "bucketed-overlapped", depth: 110, workers: 2, sets: vec![] });
+        let small = vec!["ddp.bucket_cap_mb=1"];
+        runs.push(Run { label: "bucketed-1mib-overlapped", depth: 110, workers: 2, sets: small });
         let per_param = vec!["ddp.bucket_cap_mb=0", "ddp.first_bucket_mb=0"];
         let mut after = per_param.clone();
         after.push("ddp.overlap=false");
