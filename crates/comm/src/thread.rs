@@ -17,6 +17,13 @@ use crate::error::{CommError, Result};
 /// A unit of work for the communication thread.
 type Job = Box<dyn FnOnce(&mut dyn Communicator) + Send>;
 
+/// What the communication thread's queue carries.
+enum Message {
+    Work(Job),
+    /// Finish: work queued before this runs; later work is refused.
+    Stop,
+}
+
 /// The thread that owns a communicator for the lifetime of a [`std::thread::scope`].
 ///
 /// ```
@@ -29,6 +36,7 @@ type Job = Box<dyn FnOnce(&mut dyn Communicator) + Send>;
 ///     let pending = handle.start_all_reduce(vec![1.0, 2.0], ReduceOp::Sum);
 ///     assert_eq!(pending.wait().unwrap(), vec![1.0, 2.0]); // a world of one
 ///     thread.join().unwrap();
+///     assert!(handle.start_all_reduce(vec![1.0], ReduceOp::Sum).wait().is_err()); // stopped
 /// });
 /// ```
 pub struct CommThread<'scope> {
@@ -37,8 +45,8 @@ pub struct CommThread<'scope> {
 }
 
 impl<'scope> CommThread<'scope> {
-    /// Moves `comm` onto a new thread of `scope`. The thread runs until every handle to it is
-    /// dropped (see [`CommThread::join`]).
+    /// Moves `comm` onto a new thread of `scope`. The thread runs queued work until
+    /// [`CommThread::join`] (or until this and every handle are dropped).
     ///
     /// # Errors
     ///
@@ -48,12 +56,15 @@ impl<'scope> CommThread<'scope> {
         comm: &'env mut dyn Communicator,
     ) -> Result<CommThread<'scope>> {
         let (rank, world_size) = (comm.rank(), comm.world_size());
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Message>();
         let join = std::thread::Builder::new()
             .name(format!("strata-comm-{rank}"))
             .spawn_scoped(scope, move || {
-                for job in queue {
-                    job(&mut *comm);
+                for message in queue {
+                    match message {
+                        Message::Work(job) => job(&mut *comm),
+                        Message::Stop => break,
+                    }
                 }
             })
             .map_err(|e| {
@@ -67,14 +78,15 @@ impl<'scope> CommThread<'scope> {
         self.handle.clone()
     }
 
-    /// Drops this thread's own handle and waits for the thread to finish: it finishes once every
-    /// other handle is dropped too and the queued work is done.
+    /// Runs the work queued so far, then stops the thread and waits for it. Work queued later
+    /// through a surviving handle fails with [`CommError::Broken`].
     ///
     /// # Errors
     ///
     /// [`CommError::Broken`] if the thread panicked.
     pub fn join(self) -> Result<()> {
         let rank = self.handle.rank;
+        let _ = self.handle.jobs.send(Message::Stop);
         drop(self.handle);
         self.join.join().map_err(|_| CommError::Broken {
             rank,
@@ -89,7 +101,7 @@ impl<'scope> CommThread<'scope> {
 /// there and back), so it runs after everything queued before it.
 #[derive(Clone)]
 pub struct CommHandle {
-    jobs: Sender<Job>,
+    jobs: Sender<Message>,
     rank: usize,
     world_size: usize,
 }
@@ -144,7 +156,7 @@ impl CommHandle {
             let _ = reply.send(work(comm));
         });
         // If the thread has stopped, `job` is dropped with its sender and `wait` reports it.
-        let _ = self.jobs.send(job);
+        let _ = self.jobs.send(Message::Work(job));
         Pending { reply: result, rank: self.rank }
     }
 
