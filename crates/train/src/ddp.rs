@@ -290,7 +290,19 @@ impl Buckets {
     /// The hook's work: count `param` as final and start every bucket now complete, in order.
     fn mark_ready(&mut self, param: &Rc<Param>, comm: &CommHandle) {
         let Some(&i) = self.index.get(&Rc::as_ptr(param)) else { return };
-        if self.ready[i] || self.error.is_some() {
+        if self.error.is_some() {
+            return;
+        }
+        if self.ready[i] {
+            // Harmless while its bucket waits (it is packed when it starts); once the bucket
+            // has started, what was added since would be lost.
+            if self.bucket_of[i] < self.next {
+                self.error = Some(TrainError::Reducer(format!(
+                    "parameter {i}'s gradient was reported final again after its bucket {} \
+                     started; the grad-ready hook must fire once per parameter per backward",
+                    self.bucket_of[i]
+                )));
+            }
             return;
         }
         self.ready[i] = true;
@@ -386,6 +398,29 @@ mod tests {
         // the second; 5 + 5 remain.
         assert_eq!(b.members, vec![vec![7, 6], vec![5, 4, 3, 2], vec![1, 0]]);
         assert_eq!(b.bucket_of, vec![2, 2, 1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn a_gradient_reported_final_again_after_its_bucket_started_is_an_error() {
+        let ps = params(&[2, 2]);
+        let opts = BucketOptions { cap_bytes: 0, first_cap_bytes: 0, overlap: true };
+        let mut comm = strata_comm::SingleProcess::new();
+        std::thread::scope(|scope| {
+            let thread = strata_comm::CommThread::spawn(scope, &mut comm).unwrap();
+            let handle = thread.handle();
+            let mut b = Buckets::new(&ps, opts);
+            b.mark_ready(&ps[1], &handle); // bucket 0 starts
+            b.mark_ready(&ps[1], &handle);
+            let err = b.error.take().expect("the second report is an error").to_string();
+            assert!(err.contains("parameter 1") && err.contains("bucket 0"), "{err}");
+            // Before its bucket starts, a repeat is harmless: parameter 0's bucket waits.
+            b.reset();
+            b.mark_ready(&ps[0], &handle);
+            b.mark_ready(&ps[0], &handle);
+            assert!(b.error.is_none());
+            b.in_flight.iter_mut().filter_map(Option::take).for_each(|p| drop(p.wait()));
+            thread.join().unwrap();
+        });
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum TrainError {
     /// A file of the run directory that could not be written.
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The gradient reducer was driven inconsistently (a gradient reported final twice).
+    #[error("gradient reducer: {0}")]
+    Reducer(String),
     /// The loss became NaN or infinite.
     #[error("the loss is {loss} at step {step}; lower the learning rate or check the data")]
     Diverged { step: u64, loss: f64 },
