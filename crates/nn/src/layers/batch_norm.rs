@@ -79,6 +79,14 @@ impl BatchNorm {
         let backend = xv.backend()?;
         let local = backend.batch_norm_stats(&xv)?;
         let c = local.len();
+        if c == 0 {
+            let expected = "[N, C, H, W] or [N, C] with C > 0".into();
+            return Err(NnError::InputShape {
+                layer: "BatchNorm",
+                expected,
+                got: xv.dims().to_vec(),
+            });
+        }
         let n_local = (xv.elem_count() / c) as f64;
 
         // [count, Σx per channel, Σx² per channel]; Σx² = n (var + mean²) from the local
