@@ -12,6 +12,7 @@ use strata::nn::resnet::{CifarResNet, ResNetOptions};
 use strata::nn::{named_parameters, Ctx, Module};
 use strata::tensor::Tensor;
 use strata::train::config::OptimizerConfig;
+use strata::train::ddp::Reducer;
 use strata::train::optim::Optimizer;
 use strata::train::trainer::{optimizer_step, train_step, MicroStep};
 
@@ -71,6 +72,7 @@ fn main() {
             ..OptimizerConfig::new("sgd", 0.1)
         };
         let mut opt = Optimizer::new(named, cfg.clone()).expect("a known optimizer");
+        let mut reducer = Reducer::world_of_one(&params);
         let mut comm = SingleProcess;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let n = a.batch * a.in_ch * a.size * a.size;
@@ -80,9 +82,8 @@ fn main() {
         let mut step = || {
             train_step(
                 &model,
-                &params,
+                &mut reducer,
                 &mut opt,
-                &mut comm,
                 x.clone(),
                 &labels,
                 &Ctx::default(),

@@ -92,6 +92,24 @@ pub fn try_train(
     output(&mut cmd)
 }
 
+/// As [`train`], returning the run's final tensors instead of its output.
+pub fn train_run(
+    config: &str,
+    dir: &Path,
+    name: &str,
+    workers: usize,
+    sets: &[&str],
+) -> std::collections::HashMap<String, Vec<f32>> {
+    train(config, dir, name, workers, sets);
+    final_tensors(&dir.join(name))
+}
+
+/// Every tensor of a run's `final.safetensors` (weights and running statistics) as f32 values,
+/// by name.
+pub fn final_tensors(run_dir: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    weights(&run_dir.join("final.safetensors"))
+}
+
 /// The f32 tensors of a safetensors file, by name.
 pub fn weights(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -110,9 +128,19 @@ pub fn max_abs_diff(
     a: &std::collections::HashMap<String, Vec<f32>>,
     b: &std::collections::HashMap<String, Vec<f32>>,
 ) -> (f32, String) {
+    worst_diff(a, b, |_| true)
+}
+
+/// The largest absolute difference between equally named tensors whose name passes `keep`,
+/// with the name where it occurs (a NaN on one side only counts as the worst).
+pub fn worst_diff(
+    a: &std::collections::HashMap<String, Vec<f32>>,
+    b: &std::collections::HashMap<String, Vec<f32>>,
+    keep: impl Fn(&str) -> bool,
+) -> (f32, String) {
     assert_eq!(a.len(), b.len(), "different tensor sets");
     let mut worst = (0.0f32, String::new());
-    for (name, va) in a {
+    for (name, va) in a.iter().filter(|(n, _)| keep(n)) {
         let vb = &b[name];
         assert_eq!(va.len(), vb.len(), "{name}");
         for (x, y) in va.iter().zip(vb) {

@@ -17,6 +17,9 @@ pub enum AutodiffError {
     /// A gradient check found a mismatch.
     #[error("gradient check failed: {0}")]
     GradCheck(String),
+    /// A collective that a backward rule needs (synchronised batch norm) failed.
+    #[error("{op}: collective across workers failed: {detail}")]
+    Collective { op: &'static str, detail: String },
 }
 
 /// Result alias of the autodiff layer.

@@ -7,9 +7,11 @@
 //! By default it hosts a store and starts N worker processes (itself, with `RANK`,
 //! `WORLD_SIZE`, `MASTER_ADDR` and `MASTER_PORT` set); with `--threads` the ranks are threads
 //! of one process. Started with those variables already set (e.g. by `launcher run`), it is a
-//! worker. Rank 0 prints, per size, the slowest rank's mean time per all-reduce (f32, mean),
-//! algorithm bandwidth (bytes / time), bus bandwidth (2 (n - 1) / n * bytes / time, what
-//! each link carries) and, for scale, this host's single-thread memcpy bandwidth.
+//! worker. Rank 0 prints, per size, the median over 5 repetitions of the slowest rank's mean
+//! time per all-reduce (f32, mean), algorithm bandwidth (bytes / time), bus bandwidth
+//! (2 (n - 1) / n * bytes / time, what each link carries) and, for scale, this host's
+//! single-thread memcpy bandwidth. Compare with `../shared/bench/torch_allreduce.py` (gloo)
+//! run alongside.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -19,6 +21,9 @@ use strata_comm::{StoreServer, TcpRing};
 
 /// Buffer sizes in MiB, and all-reduces timed at each.
 const SIZES_MIB: [(usize, usize); 3] = [(1, 50), (16, 10), (64, 4)];
+
+/// Timed repetitions per size; the median is reported.
+const REPEATS: usize = 5;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -117,13 +122,20 @@ fn measure(comm: &mut dyn Communicator, mode: &str) -> Result<(), String> {
         let mut buf = vec![1.0f32; bytes / 4];
         comm.all_reduce(&mut buf, ReduceOp::Mean).map_err(|e| e.to_string())?; // warm-up
 
-        comm.barrier().map_err(|e| e.to_string())?;
-        let start = Instant::now();
-        for _ in 0..iters {
-            comm.all_reduce(&mut buf, ReduceOp::Mean).map_err(|e| e.to_string())?;
+        // The median of REPEATS timings (each the slowest rank's), as the gloo reference does.
+        let mut times = Vec::with_capacity(REPEATS);
+        for _ in 0..REPEATS {
+            comm.barrier().map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            for _ in 0..iters {
+                comm.all_reduce(&mut buf, ReduceOp::Mean).map_err(|e| e.to_string())?;
+            }
+            let mut took = [start.elapsed().as_secs_f64() / iters as f64];
+            comm.all_reduce_f64(&mut took, ReduceOp::Max).map_err(|e| e.to_string())?;
+            times.push(took[0]);
         }
-        let mut seconds = [start.elapsed().as_secs_f64() / iters as f64];
-        comm.all_reduce_f64(&mut seconds, ReduceOp::Max).map_err(|e| e.to_string())?;
+        times.sort_by(f64::total_cmp);
+        let seconds = [times[times.len() / 2]];
         if buf.iter().any(|&x| x != 1.0) {
             return Err(format!("a mean of ones was not one at {mib} MiB"));
         }

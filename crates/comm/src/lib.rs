@@ -6,6 +6,8 @@
 //! - [`Communicator`]: all-reduce (sum, mean, max), broadcast, all-gather and barrier, with the
 //!   backends [`SingleProcess`] (a world of one) and [`TcpRing`] (CPU workers).
 //! - [`init_from_env`] / [`ProcessGroup`]: join the job `launcher run` started.
+//! - [`CommThread`] / [`CommHandle`]: a communicator moved onto a thread of its own, so
+//!   collectives can be queued (gradient buckets during backward) and waited for later.
 //!
 //! Decisions callers rely on:
 //!
@@ -28,9 +30,11 @@ mod env;
 mod error;
 mod ring;
 mod store;
+mod thread;
 
 pub use communicator::{Communicator, ReduceOp, SingleProcess};
 pub use env::{init_from_env, LaunchEnv, ProcessGroup};
 pub use error::{CommError, Result};
 pub use ring::{RingOptions, TcpRing};
 pub use store::{StoreClient, StoreServer};
+pub use thread::{CommHandle, CommThread, Pending};

@@ -30,6 +30,9 @@ pub enum NnError {
     /// A layer received an input of the wrong shape.
     #[error("{layer}: expected input {expected}, got {got:?}")]
     InputShape { layer: &'static str, expected: String, got: Vec<usize> },
+    /// A collective a layer needs (batch norm with synchronised statistics) failed.
+    #[error("{layer}: collective across workers failed: {detail}")]
+    Collective { layer: &'static str, detail: String },
 }
 
 /// Result alias of the nn layer.

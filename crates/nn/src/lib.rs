@@ -17,4 +17,6 @@ pub mod summary;
 
 pub use error::{NnError, Result};
 pub use module::ShapeTrace;
-pub use module::{named_buffers, named_parameters, parameter_count, walk, Buffer, Ctx, Module};
+pub use module::{
+    named_buffers, named_parameters, parameter_count, walk, Buffer, Ctx, Module, StatsAllReduce,
+};

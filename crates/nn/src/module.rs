@@ -37,6 +37,25 @@ pub struct Ctx {
     pub step: u64,
     /// When set, [`Ctx::call`] records each child's output shape by its path (model summaries).
     pub trace: Option<Rc<ShapeTrace>>,
+    /// When set, batch norm in training mode normalises with statistics over every worker's
+    /// batch (`sync_bn`), summed through this; `None` uses each worker's own batch.
+    pub sync_stats: Option<Rc<dyn StatsAllReduce>>,
+}
+
+/// Sums values element-wise over every data-parallel worker: the one collective batch norm
+/// with synchronised statistics needs (count, sum and sum of squares per channel in forward;
+/// `Σ dy` and `Σ dy·x̂` per channel in backward). The trainer implements it on its
+/// communicator, so this crate does not depend on the comm layer.
+///
+/// Every worker must call it the same number of times, in the same order, with equal lengths,
+/// as every collective requires; batch norm does, since all workers run the same network.
+pub trait StatsAllReduce {
+    /// Replaces `values` with their element-wise sum over every worker.
+    ///
+    /// # Errors
+    ///
+    /// The collective's failure, as text.
+    fn all_reduce_sum(&self, values: &mut [f64]) -> std::result::Result<(), String>;
 }
 
 impl Ctx {

@@ -134,6 +134,35 @@ pub trait Backend: Send + Sync {
         invstd: &Tensor,
     ) -> Result<BatchNormGrads>;
 
+    /// Per-channel batch statistics of `x` in f64, `(mean, biased variance)`, without
+    /// normalising (the first half of synchronised batch norm; the second is
+    /// [`batch_norm_forward_eval`](Self::batch_norm_forward_eval) with the world's statistics).
+    fn batch_norm_stats(&self, x: &Tensor) -> Result<Vec<(f64, f64)>>;
+    /// The reduction half of [`batch_norm_backward`](Self::batch_norm_backward): per channel
+    /// `(Σ dy, Σ dy·x̂)` in f64 with `x̂ = (x - mean)·invstd`, which are `dbeta` and `dgamma`.
+    fn batch_norm_backward_reduce(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+    ) -> Result<Vec<(f64, f64)>>;
+    /// The element-wise half of [`batch_norm_backward`](Self::batch_norm_backward): a new `dx`,
+    /// `gamma·invstd · (dy - Σdy/count - x̂ · Σdy·x̂/count)`, from per-channel `sums` as
+    /// [`batch_norm_backward_reduce`](Self::batch_norm_backward_reduce) returns them (possibly
+    /// summed over workers) over `count` elements per channel.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward_elemt(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        sums: &[(f64, f64)],
+        count: f64,
+    ) -> Result<Tensor>;
+
     /// `max(x, 0)`.
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor>;
     /// `dy * (y > 0)`, from the forward output `y`.

@@ -28,6 +28,52 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub ddp: DdpConfig,
+}
+
+/// How gradients are averaged over the workers and whether batch norm shares statistics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DdpConfig {
+    /// Gradient bucket size in MiB (PyTorch's `bucket_cap_mb`); 0 gives one all-reduce per
+    /// parameter.
+    #[serde(default = "default_bucket_mb")]
+    pub bucket_cap_mb: f64,
+    /// Size of the first bucket in MiB (the last layers' gradients, ready first).
+    #[serde(default = "one_f64")]
+    pub first_bucket_mb: f64,
+    /// Start each bucket's all-reduce during backward, as soon as it is complete; false starts
+    /// them all after backward.
+    #[serde(default = "yes")]
+    pub overlap: bool,
+    /// Batch norm normalises with statistics over every worker's batch (SyncBatchNorm), so N
+    /// workers with batch b compute what one worker with batch N·b does.
+    #[serde(default)]
+    pub sync_bn: bool,
+}
+
+impl Default for DdpConfig {
+    fn default() -> Self {
+        DdpConfig {
+            bucket_cap_mb: default_bucket_mb(),
+            first_bucket_mb: 1.0,
+            overlap: true,
+            sync_bn: false,
+        }
+    }
+}
+
+impl DdpConfig {
+    /// The reducer's bucket options.
+    pub fn bucket_options(&self) -> crate::ddp::BucketOptions {
+        let bytes = |mib: f64| (mib * (1u64 << 20) as f64).round() as usize;
+        crate::ddp::BucketOptions {
+            cap_bytes: bytes(self.bucket_cap_mb),
+            first_cap_bytes: bytes(self.first_bucket_mb),
+            overlap: self.overlap,
+        }
+    }
 }
 
 /// When to write checkpoints and where to resume from.
@@ -264,6 +310,9 @@ impl Default for LogConfig {
     }
 }
 
+fn default_bucket_mb() -> f64 {
+    25.0
+}
 fn default_eval_batch() -> usize {
     500
 }
@@ -347,6 +396,14 @@ impl Config {
             return bad(format!("optimizer.lr = {} is not a learning rate", self.optimizer.lr));
         }
         self.validate_optimizer(origin)?;
+        for (key, mib) in [
+            ("ddp.bucket_cap_mb", self.ddp.bucket_cap_mb),
+            ("ddp.first_bucket_mb", self.ddp.first_bucket_mb),
+        ] {
+            if !(mib.is_finite() && mib >= 0.0) {
+                return bad(format!("{key} = {mib} must be a size in MiB, 0 or more"));
+            }
+        }
         if !["constant", "cosine", "multistep"].contains(&self.schedule.kind.as_str()) {
             return bad(format!(
                 "schedule.kind = {:?}: known schedules: constant, cosine, multistep",

@@ -25,6 +25,9 @@ pub enum TrainError {
     /// Ranks that must hold identical values do not: a bug, or a rank that missed a step.
     #[error("replicas out of sync: {detail}")]
     OutOfSync { detail: String },
+    /// The gradient reducer was driven inconsistently (a gradient reported final twice).
+    #[error("gradient reducer: {0}")]
+    Reducer(String),
     /// The loss became NaN or infinite.
     #[error("the loss is {loss} at step {step}; lower the learning rate or check the data")]
     Diverged { step: u64, loss: f64 },

@@ -1,9 +1,11 @@
-//! The training loop of one worker: shard, forward, backward, average gradients, step; then
-//! distributed evaluation. Rank 0 reports; other ranks stay quiet unless they fail.
+//! The training loop of one worker: shard, forward, backward with gradient buckets averaged
+//! on the communication thread meanwhile, step; then distributed evaluation. Rank 0 reports;
+//! other ranks stay quiet unless they fail.
 
 use crate::checkpoint::{self, RngState, TrainState};
 use crate::config::{Config, OptimizerConfig};
 use crate::ddp;
+use crate::ddp::{CommStats, Reducer};
 use crate::error::{Result, TrainError};
 use crate::metrics::RunDir;
 use crate::model::{build_model, load_datasets};
@@ -13,9 +15,9 @@ use serde_json::json;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use strata_autodiff::{ops, Param, Tape, Var};
-use strata_comm::{Communicator, ReduceOp};
+use strata_comm::{CommHandle, CommThread, Communicator, ReduceOp};
 use strata_data::{Augment, AugmentSeed, Dataset, DistributedSampler, Loader, LoaderConfig};
 use strata_nn::{named_buffers, named_parameters, parameter_count, Ctx, Module};
 use strata_tensor::Tensor;
@@ -40,6 +42,10 @@ pub enum ProgressMode {
 
 /// Train `cfg` as one worker of `comm`'s world, on the global rayon pool's threads.
 ///
+/// `comm` moves onto a communication thread for the run (see [`CommThread`]): gradient
+/// buckets are all-reduced there while backward goes on, and every other collective (metrics,
+/// evaluation, synchronised batch norm) is queued behind them, in the same order on every rank.
+///
 /// Resumes from `cfg.checkpoint.resume` if set. With another world size than the checkpoint's,
 /// the global batch is kept (the per-worker batch becomes global / world) and so is the
 /// schedule's position; the log says so.
@@ -48,6 +54,20 @@ pub fn train(
     comm: &mut dyn Communicator,
     progress: ProgressMode,
 ) -> Result<RunSummary> {
+    std::thread::scope(|scope| {
+        let thread = CommThread::spawn(scope, comm)?;
+        let summary = train_on(cfg, thread.handle(), progress);
+        let joined = thread.join();
+        let summary = summary?;
+        joined?;
+        Ok(summary)
+    })
+}
+
+/// [`train`], with the communicator already on its thread.
+fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<RunSummary> {
+    let mut blocking = handle.clone();
+    let comm: &mut dyn Communicator = &mut blocking;
     let started = Instant::now();
     let (rank, world) = (comm.rank(), comm.world_size());
     let progress = if rank == 0 { progress } else { ProgressMode::Quiet };
@@ -67,6 +87,10 @@ pub fn train(
     ddp::broadcast_parameters(comm, &params)?;
     let mut opt = Optimizer::new(named, cfg.optimizer.clone())?;
     let k = cfg.optimizer.accumulate_steps;
+    let mut reducer = Reducer::new(&params, handle.clone(), cfg.ddp.bucket_options());
+    let sync_stats: Option<Rc<dyn strata_nn::StatsAllReduce>> =
+        if cfg.ddp.sync_bn { Some(Rc::new(CommStats(handle.clone()))) } else { None };
+    drop(handle);
 
     let run_path = Path::new(&cfg.log.dir).join(&cfg.name);
     let mut pos = Position { step: 0, epoch: 0, batch_in_epoch: 0 };
@@ -208,18 +232,27 @@ pub fn train(
         let mut micro_losses = Vec::with_capacity(k);
         let epoch_start = Instant::now();
         let mut epoch_images = 0usize;
-        for (i, batch) in loader.enumerate() {
-            let micro = MicroStep { index: i % k, count: k };
+        let mut loader = loader.into_iter();
+        let mut micro_index = 0usize;
+        let mut times = StepTimes::default();
+        loop {
+            let waited = Instant::now();
+            let Some(batch) = loader.next() else { break };
             let batch = batch?;
+            times.data += waited.elapsed();
+            let micro = MicroStep { index: micro_index % k, count: k };
+            micro_index += 1;
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, batch.shape)?;
             // Ctx counts forward passes: each micro-step draws its own dropout masks and
             // stochastic-depth decisions, as each forward does in PyTorch.
             let forward = pos.step * k as u64 + micro.index as u64;
-            let rng = Ctx::default().with_rng(cfg.seed, rank, epoch, forward);
-            let (loss_value, correct) =
-                train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, &rng, micro)?;
-            micro_losses.push((loss_value, correct, n));
+            let at = Ctx { sync_stats: sync_stats.clone(), ..Ctx::default() }
+                .with_rng(cfg.seed, rank, epoch, forward);
+            let out =
+                train_step(model.as_ref(), &mut reducer, &mut opt, x, &batch.labels, &at, micro)?;
+            times.add(&out.times);
+            micro_losses.push((out.loss, out.correct, n));
             if !micro.syncs_gradients() {
                 continue;
             }
@@ -231,8 +264,11 @@ pub fn train(
             }
             let time_up = cfg.log.time_limit_s > 0.0
                 && started.elapsed().as_secs_f64() >= cfg.log.time_limit_s;
+            let t = Instant::now();
             let update =
                 optimizer_step(&mut opt, comm, lr, &cfg.optimizer, local_nonfinite, time_up)?;
+            times.optimizer += t.elapsed();
+            window.add_step(std::mem::take(&mut times));
             pos.step += 1;
             pos.batch_in_epoch += 1;
             let step = pos.step;
@@ -252,7 +288,7 @@ pub fn train(
             epoch_images += n * world * k;
 
             if step.is_multiple_of(cfg.log.every) || step == total_steps {
-                let (loss_avg, acc) = window.reduce(comm)?;
+                let (loss_avg, acc, t) = window.reduce(comm)?;
                 last_loss = loss_avg;
                 let ips = epoch_images as f64 / epoch_start.elapsed().as_secs_f64();
                 if let Some(dir) = run_dir.as_mut() {
@@ -260,7 +296,9 @@ pub fn train(
                         "loss": loss_avg, "accuracy": acc, "lr": lr, "grad_norm": update.grad_norm,
                         "skipped_steps": skipped_steps, "images_per_s": ips,
                         "collectives": comm.collectives_started(),
-                        "time_s": started.elapsed().as_secs_f64()}))?;
+                        "time_s": started.elapsed().as_secs_f64(),
+                        "data_s": t[0], "forward_s": t[1], "backward_s": t[2],
+                        "comm_exposed_s": t[3], "comm_s": t[4], "optimizer_s": t[5]}))?;
                 }
                 show_step(progress, &bar, epoch, step, total_steps, loss_avg, acc, ips);
             }
@@ -366,39 +404,106 @@ impl MicroStep {
     }
 }
 
-/// One micro-step on this worker's batch `x`: forward, backward (gradients summed into those
-/// of the earlier micro-steps of the same optimizer step), and on the last micro-step the
-/// gradients averaged over the world. `rng` carries the run coordinates (seed, rank, epoch,
-/// step) that key dropout masks and stochastic-depth decisions. Returns the local loss and the
-/// number of correct predictions. [`optimizer_step`] follows the last micro-step.
-#[allow(clippy::too_many_arguments)]
+/// Wall time of the phases of one training step on this worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    /// Waiting for the loader's batch (filled in by the training loop).
+    pub data: Duration,
+    /// Forward pass and loss.
+    pub forward: Duration,
+    /// Backward pass, including packing the gradient buckets it starts.
+    pub backward: Duration,
+    /// Waiting after backward for bucket all-reduces still in flight (not overlapped).
+    pub comm_exposed: Duration,
+    /// All bucket all-reduces of the step, as the communication thread timed them (overlapped
+    /// or not).
+    pub comm: Duration,
+    /// The optimizer update.
+    pub optimizer: Duration,
+}
+
+impl StepTimes {
+    /// Add `other`'s phases to these (micro-steps of one optimizer step).
+    pub fn add(&mut self, other: &StepTimes) {
+        self.data += other.data;
+        self.forward += other.forward;
+        self.backward += other.backward;
+        self.comm_exposed += other.comm_exposed;
+        self.comm += other.comm;
+        self.optimizer += other.optimizer;
+    }
+}
+
+/// What one training step reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutput {
+    /// The loss on this worker's batch.
+    pub loss: f64,
+    /// Correct predictions on this worker's batch.
+    pub correct: usize,
+    /// Where the step's time went.
+    pub times: StepTimes,
+}
+
+/// One micro-step on this worker's batch `x`: gradients cleared on the first micro-step of an
+/// optimizer step, then [`forward_backward`], with the reducer's `no_sync` on for every
+/// micro-step but the last, so the accumulated gradients are all-reduced once. `at` carries
+/// the run coordinates (seed, rank, epoch, forward pass) that key dropout masks and
+/// stochastic-depth decisions, and the sync-BN collective if any. [`optimizer_step`] follows
+/// the last micro-step.
 pub fn train_step(
     model: &dyn Module,
-    params: &[Rc<Param>],
+    reducer: &mut Reducer,
     opt: &mut Optimizer,
-    comm: &mut dyn Communicator,
     x: Tensor,
     labels: &[u32],
-    rng: &Ctx,
+    at: &Ctx,
     micro: MicroStep,
-) -> Result<(f64, usize)> {
+) -> Result<StepOutput> {
+    if micro.is_first() {
+        opt.zero_grad();
+    }
+    reducer.set_no_sync(!micro.syncs_gradients());
+    forward_backward(model, reducer, x, labels, at)
+}
+
+/// Forward and backward on one (micro-)batch `x`, adding its gradients into the parameters'
+/// (zero them first for a fresh step). While backward runs, `reducer` all-reduces complete
+/// gradient buckets on the communication thread; this returns once every bucket is done, so
+/// the parameters then hold the mean over the world of their accumulated gradients.
+///
+/// With [`Reducer::set_no_sync`] on, nothing is reduced: the parameters hold this worker's
+/// local sums. Gradient accumulation over k micro-batches runs k - 1 calls with `no_sync` on
+/// and the last with it off, so the sums are all-reduced once.
+pub fn forward_backward(
+    model: &dyn Module,
+    reducer: &mut Reducer,
+    x: Tensor,
+    labels: &[u32],
+    at: &Ctx,
+) -> Result<StepOutput> {
+    let mut times = StepTimes::default();
+    let t = Instant::now();
     let tape = Tape::new();
     let cx =
-        Ctx { tape: Some(tape.clone()), train: true, update_running_stats: true, ..rng.clone() };
+        Ctx { tape: Some(tape.clone()), train: true, update_running_stats: true, ..at.clone() };
     let logits = model.forward(&Var::constant(x), &cx)?;
     let loss = ops::softmax_cross_entropy(&logits, labels)?;
     let loss_value = loss.value().to_scalar()?;
     let correct = count_correct(logits.value(), labels)?;
-    drop(logits);
-    if micro.is_first() {
-        opt.zero_grad();
-    }
+    drop((logits, cx));
+    times.forward = t.elapsed();
+
+    let t = Instant::now();
+    reducer.prepare(&tape);
     tape.backward(&loss)?;
     drop((loss, tape));
-    if micro.syncs_gradients() {
-        ddp::all_reduce_gradients(comm, params)?;
-    }
-    Ok((loss_value, correct))
+    times.backward = t.elapsed();
+
+    let reduced = reducer.finish()?;
+    times.comm_exposed = reduced.exposed;
+    times.comm = reduced.comm;
+    Ok(StepOutput { loss: loss_value, correct, times })
 }
 
 /// What [`optimizer_step`] did, as every rank agreed.
@@ -560,27 +665,46 @@ impl StartInfo {
     }
 }
 
-/// Loss and accuracy accumulated over the steps between two log lines.
+/// Loss, accuracy and step times accumulated over the steps between two log lines.
 #[derive(Default)]
 struct Window {
     loss_sum: f64,
     correct: f64,
     count: f64,
+    steps: f64,
+    /// Seconds of data, forward, backward, exposed comm, comm, optimizer.
+    times: [f64; 6],
 }
 
 impl Window {
+    /// One (micro-)batch's loss and correct predictions.
     fn add(&mut self, loss: f64, correct: usize, n: usize) {
         self.loss_sum += loss * n as f64;
         self.correct += correct as f64;
         self.count += n as f64;
     }
 
-    /// Mean loss and accuracy over every rank's samples since the last reduce.
-    fn reduce(&mut self, comm: &mut dyn Communicator) -> Result<(f64, f64)> {
-        let mut v = [self.loss_sum, self.correct, self.count];
+    /// One optimizer step's phase times (summed over its micro-steps).
+    fn add_step(&mut self, t: StepTimes) {
+        self.steps += 1.0;
+        let phases = [t.data, t.forward, t.backward, t.comm_exposed, t.comm, t.optimizer];
+        for (sum, d) in self.times.iter_mut().zip(phases) {
+            *sum += d.as_secs_f64();
+        }
+    }
+
+    /// Mean loss and accuracy over every rank's samples since the last reduce, and the mean
+    /// seconds per step of each phase over the ranks (data, forward, backward, exposed comm,
+    /// comm, optimizer).
+    fn reduce(&mut self, comm: &mut dyn Communicator) -> Result<(f64, f64, [f64; 6])> {
+        let mut v = [0.0; 10];
+        v[..4].copy_from_slice(&[self.loss_sum, self.correct, self.count, self.steps]);
+        v[4..].copy_from_slice(&self.times);
         comm.all_reduce_f64(&mut v, ReduceOp::Sum)?;
         *self = Window::default();
-        Ok((v[0] / v[2], v[1] / v[2]))
+        let mut t = [0.0; 6];
+        t.iter_mut().zip(&v[4..]).for_each(|(t, s)| *t = s / v[3].max(1.0));
+        Ok((v[0] / v[2], v[1] / v[2], t))
     }
 }
 

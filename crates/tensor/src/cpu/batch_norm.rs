@@ -4,6 +4,9 @@
 //! Forward (training) reads the input twice: once for the statistics (sums shifted by the
 //! channel's first element, so that E[x²] - E[x]² does not cancel), once to write the output.
 //! Backward also reads twice: once for `Σ dy` and `Σ dy·(x - mean)`, once to write `dx`.
+//! Both passes are also exposed apart (`stats`, `backward_reduce`, `backward_elemt`), so
+//! batch norm with statistics synchronised across workers can sum them over the world in
+//! between.
 //! (Each statistics pass sweeps every plane twice, one sum per sweep, while the plane is in
 //! L1: a loop carrying two running sums does not vectorise.) Sums run in the input's dtype
 //! over blocks of at most 512 elements and in f64 across blocks. Statistics are computed per
@@ -78,19 +81,12 @@ fn channel_tensor<T: CpuFloat>(v: impl Iterator<Item = f64>) -> Result<Tensor> {
     Tensor::from_vec(v, [c])
 }
 
-/// Training-mode forward: batch mean and biased variance per channel, then
-/// `y = (x - mean) · invstd · gamma + beta`.
-pub(super) fn forward_train<T: CpuFloat>(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    lay: Layout,
-    eps: f64,
-) -> Result<BatchNormOutput> {
-    let (xs, gs, bs) = (x.as_slice::<T>()?, gamma.as_slice::<T>()?, beta.as_slice::<T>()?);
+/// Per-channel `(mean, biased variance)` in f64, from sums shifted by each channel's first
+/// element so that E[x²] - E[x]² does not cancel.
+fn channel_stats<T: CpuFloat>(xs: &[T], lay: Layout) -> Vec<(f64, f64)> {
     let (n, _, l) = lay;
     let count = (n * l) as f64;
-    let stats = per_channel(lay, |ch| {
+    per_channel(lay, |ch| {
         let pivot = xs[ch * l];
         let planes = || (0..n).map(|img| (plane(xs, lay, img, ch), plane(xs, lay, img, ch)));
         let s1 = sum_planes(
@@ -105,8 +101,29 @@ pub(super) fn forward_train<T: CpuFloat>(
         );
         let shift = s1 / count;
         let var = (s2 / count - shift * shift).max(0.0);
-        (pivot.as_f64() + shift, var, 1.0 / (var + eps).sqrt())
-    });
+        (pivot.as_f64() + shift, var)
+    })
+}
+
+/// Per-channel batch statistics without normalising: `(mean, biased variance)` in f64.
+pub(super) fn stats<T: CpuFloat>(x: &Tensor, lay: Layout) -> Result<Vec<(f64, f64)>> {
+    Ok(channel_stats(x.as_slice::<T>()?, lay))
+}
+
+/// Training-mode forward: batch mean and biased variance per channel, then
+/// `y = (x - mean) · invstd · gamma + beta`.
+pub(super) fn forward_train<T: CpuFloat>(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    lay: Layout,
+    eps: f64,
+) -> Result<BatchNormOutput> {
+    let (xs, gs, bs) = (x.as_slice::<T>()?, gamma.as_slice::<T>()?, beta.as_slice::<T>()?);
+    let stats: Vec<(f64, f64, f64)> = channel_stats(xs, lay)
+        .into_iter()
+        .map(|(mean, var)| (mean, var, 1.0 / (var + eps).sqrt()))
+        .collect();
 
     let coef: Vec<(T, T, T)> = stats
         .iter()
@@ -179,11 +196,29 @@ pub(super) fn backward<T: CpuFloat>(
     invstd: &Tensor,
     lay: Layout,
 ) -> Result<BatchNormGrads> {
+    let sums = backward_reduce::<T>(dy, x, mean, invstd, lay)?;
+    let count = (lay.0 * lay.2) as f64;
+    let dx = backward_elemt::<T>(dy, x, gamma, mean, invstd, &sums, count, lay)?;
+    Ok(BatchNormGrads {
+        dx,
+        dgamma: channel_tensor::<T>(sums.iter().map(|s| s.1))?,
+        dbeta: channel_tensor::<T>(sums.iter().map(|s| s.0))?,
+    })
+}
+
+/// The reduction half of backward: per channel `(Σ dy, Σ dy·x̂)` in f64, with
+/// `x̂ = (x - mean)·invstd`; these are `dbeta` and `dgamma`.
+pub(super) fn backward_reduce<T: CpuFloat>(
+    dy: &Tensor,
+    x: &Tensor,
+    mean: &Tensor,
+    invstd: &Tensor,
+    lay: Layout,
+) -> Result<Vec<(f64, f64)>> {
     let (dys, xs) = (dy.as_slice::<T>()?, x.as_slice::<T>()?);
-    let (gs, ms, is) = (gamma.as_slice::<T>()?, mean.as_slice::<T>()?, invstd.as_slice::<T>()?);
-    let (n, _, l) = lay;
-    let count = (n * l) as f64;
-    let sums = per_channel(lay, |ch| {
+    let (ms, is) = (mean.as_slice::<T>()?, invstd.as_slice::<T>()?);
+    let n = lay.0;
+    Ok(per_channel(lay, |ch| {
         let mean = ms[ch];
         let planes = || (0..n).map(|img| (plane(dys, lay, img, ch), plane(xs, lay, img, ch)));
         let s_dy = sum_planes(
@@ -197,8 +232,24 @@ pub(super) fn backward<T: CpuFloat>(
             |g, v| g * (v - mean),
         );
         (s_dy, s_dyx * is[ch].as_f64())
-    });
+    }))
+}
 
+/// The element-wise half of backward: `dx = gamma·invstd · (dy - Σdy/count - x̂ · Σdy·x̂/count)`
+/// from the per-channel sums (over `count` elements, which may span several workers).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_elemt<T: CpuFloat>(
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    invstd: &Tensor,
+    sums: &[(f64, f64)],
+    count: f64,
+    lay: Layout,
+) -> Result<Tensor> {
+    let (dys, xs) = (dy.as_slice::<T>()?, x.as_slice::<T>()?);
+    let (gs, ms, is) = (gamma.as_slice::<T>()?, mean.as_slice::<T>()?, invstd.as_slice::<T>()?);
     // dx = a·dy + b·(x - mean) + d per channel.
     let coef: Vec<(T, T, T, T)> = sums
         .iter()
@@ -211,7 +262,7 @@ pub(super) fn backward<T: CpuFloat>(
             (ms[ch], T::from_f64_lossy(a), T::from_f64_lossy(b), T::from_f64_lossy(d))
         })
         .collect();
-    let dx = per_plane(
+    per_plane(
         lay,
         x,
         #[inline(always)]
@@ -222,11 +273,5 @@ pub(super) fn backward<T: CpuFloat>(
                 o.write(a * g + b * (v - mean) + d);
             }
         },
-    )?;
-
-    Ok(BatchNormGrads {
-        dx,
-        dgamma: channel_tensor::<T>(sums.iter().map(|s| s.1))?,
-        dbeta: channel_tensor::<T>(sums.iter().map(|s| s.0))?,
-    })
+    )
 }

@@ -360,6 +360,60 @@ impl Backend for CpuBackend {
         dispatch!(OP, dt, batch_norm::backward(dy, x, gamma, mean, invstd, (n, c, l)))
     }
 
+    fn batch_norm_stats(&self, x: &Tensor) -> Result<Vec<(f64, f64)>> {
+        const OP: &str = "batch_norm_stats";
+        let dt = common_dtype(OP, &[x])?;
+        let (n, c, l) = batch_norm_layout(OP, x)?;
+        if n * l == 0 {
+            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
+        }
+        dispatch!(OP, dt, batch_norm::stats(x, (n, c, l)))
+    }
+
+    fn batch_norm_backward_reduce(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+    ) -> Result<Vec<(f64, f64)>> {
+        const OP: &str = "batch_norm_backward_reduce";
+        let dt = common_dtype(OP, &[dy, x, mean, invstd])?;
+        let (n, c, l) = batch_norm_layout(OP, x)?;
+        same_shape(OP, dy, x)?;
+        for (name, t) in [("mean", mean), ("invstd", invstd)] {
+            expect_dims(OP, name, t, &[c])?;
+        }
+        dispatch!(OP, dt, batch_norm::backward_reduce(dy, x, mean, invstd, (n, c, l)))
+    }
+
+    fn batch_norm_backward_elemt(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        sums: &[(f64, f64)],
+        count: f64,
+    ) -> Result<Tensor> {
+        const OP: &str = "batch_norm_backward_elemt";
+        let dt = common_dtype(OP, &[dy, x, gamma, mean, invstd])?;
+        let (n, c, l) = batch_norm_layout(OP, x)?;
+        same_shape(OP, dy, x)?;
+        for (name, t) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
+            expect_dims(OP, name, t, &[c])?;
+        }
+        if sums.len() != c || count.is_nan() || count <= 0.0 {
+            return Err(shape_err(
+                OP,
+                format!("{} channel sums over {count} elements for {c} channels", sums.len()),
+            ));
+        }
+        let lay = (n, c, l);
+        dispatch!(OP, dt, batch_norm::backward_elemt(dy, x, gamma, mean, invstd, sums, count, lay))
+    }
+
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "relu_forward";
         let dt = common_dtype(OP, &[x])?;
