@@ -1,5 +1,7 @@
 //! The `Module` trait, the forward context, and traversal of a module tree.
 
+use crate::checkpoint::{ParamLog, SegmentPlan};
+use crate::plan::BlockProfile;
 use crate::Result;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,7 +19,8 @@ pub type Buffer = Rc<RefCell<Tensor>>;
 /// Dropout draws from a stream keyed by `(rng_seed, rank, epoch, step)`, so ranks see different
 /// masks; stochastic depth draws from a stream keyed by `(rng_seed, step)` only, so every rank
 /// drops the same blocks and the global batch sees one network. A checkpointed segment that
-/// re-runs its forward with a clone of the same `Ctx` redraws the same masks and decisions.
+/// re-runs its forward with a clone of the same `Ctx` redraws the same masks and decisions
+/// (see [`crate::checkpoint`]).
 #[derive(Clone, Default)]
 pub struct Ctx {
     /// Where parameters and operations are recorded; `None` records nothing.
@@ -37,6 +40,15 @@ pub struct Ctx {
     pub step: u64,
     /// When set, [`Ctx::call`] records each child's output shape by its path (model summaries).
     pub trace: Option<Rc<ShapeTrace>>,
+    /// Which blocks of the model's block sequence run as checkpointed segments (training on a
+    /// tape only); `None` records every block.
+    pub checkpoint: Option<Rc<SegmentPlan>>,
+    /// Set while a checkpointed segment runs its unrecorded forward: every parameter read is
+    /// logged, so the segment's node can hand on their gradients.
+    pub param_log: Option<Rc<ParamLog>>,
+    /// Set by memory planning ([`crate::plan::profile`]): the block sequence reports what each
+    /// block records, and stochastic depth keeps every branch (the worst case).
+    pub profile: Option<Rc<BlockProfile>>,
 }
 
 impl Ctx {
@@ -62,7 +74,12 @@ impl Ctx {
     pub fn param(&self, p: &Rc<Param>) -> Var {
         match &self.tape {
             Some(t) => t.param(p),
-            None => Var::constant(p.value().clone()),
+            None => {
+                if let Some(log) = &self.param_log {
+                    log.read(p);
+                }
+                Var::constant(p.value().clone())
+            }
         }
     }
 
@@ -124,6 +141,13 @@ pub trait Module {
     /// Child modules, with local names, in registration order.
     fn children(&self) -> Vec<(String, &dyn Module)> {
         Vec::new()
+    }
+
+    /// FLOPs of one forward pass of this module alone (not its children) producing an output
+    /// of `output_shape`: two per multiply-add of a convolution or dense layer; 0 for layers
+    /// whose work is element-wise.
+    fn forward_flops(&self, _output_shape: &[usize]) -> u64 {
+        0
     }
 
     /// True for layers that count as weighted layers in the ResNet paper's depth (convolutions

@@ -4,6 +4,8 @@
 use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use strata_nn::checkpoint::CheckpointPolicy;
+use strata_nn::plan::parse_bytes;
 
 /// A whole experiment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +87,48 @@ pub struct ModelConfig {
     /// layer's arguments (`[[model.layers]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<toml::Table>,
+    /// Gradient checkpointing of the block sequence: `"none"` (the default), `"sqrt"`,
+    /// `{ every = k }` or `{ budget = "2GiB" }`; read by [`ModelConfig::checkpoint_policy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<toml::Value>,
+}
+
+impl ModelConfig {
+    /// The gradient-checkpointing policy `gradient_checkpointing` names.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] at `model.gradient_checkpointing` for anything but the four
+    /// forms, saying what they are.
+    pub fn checkpoint_policy(&self) -> Result<CheckpointPolicy> {
+        let bad = |detail: String| TrainError::Config {
+            path: "model.gradient_checkpointing".into(),
+            detail: format!(
+                "{detail}; use \"none\", \"sqrt\", {{ every = k }} (k >= 1 blocks per segment) \
+                 or {{ budget = \"2GiB\" }} (peak memory per worker)"
+            ),
+        };
+        let Some(v) = &self.gradient_checkpointing else {
+            return Ok(CheckpointPolicy::None);
+        };
+        match v {
+            toml::Value::String(s) if s == "none" => Ok(CheckpointPolicy::None),
+            toml::Value::String(s) if s == "sqrt" => Ok(CheckpointPolicy::Sqrt),
+            toml::Value::Table(t) if t.len() == 1 => match t.iter().next() {
+                Some((k, toml::Value::Integer(n))) if k == "every" && *n >= 1 => {
+                    Ok(CheckpointPolicy::Every(*n as usize))
+                }
+                Some((k, toml::Value::String(b))) if k == "budget" => {
+                    let bytes = parse_bytes(b).map_err(|e| bad(e.to_string()))?;
+                    Ok(CheckpointPolicy::Budget(bytes))
+                }
+                Some((k, toml::Value::Integer(n))) if k == "budget" && *n > 0 => {
+                    Ok(CheckpointPolicy::Budget(*n as u64))
+                }
+                _ => Err(bad(format!("{v} is not a policy"))),
+            },
+            other => Err(bad(format!("{other} is not a policy"))),
+        }
+    }
 }
 
 /// Dataset, batching and augmentation.
@@ -284,6 +328,7 @@ impl Config {
                 self.optimizer.kind
             ));
         }
+        self.model.checkpoint_policy()?;
         if !["constant", "cosine", "multistep"].contains(&self.schedule.kind.as_str()) {
             return bad(format!(
                 "schedule.kind = {:?}: known schedules: constant, cosine, multistep",

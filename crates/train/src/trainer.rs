@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::ddp;
 use crate::error::{Result, TrainError};
 use crate::metrics::RunDir;
-use crate::model::{build_model, load_datasets};
+use crate::model::{build_model, load_datasets, memory_plan};
 use crate::optim::{Schedule, Sgd};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -104,6 +104,19 @@ pub fn train(
         }
     }
 
+    // Gradient checkpointing: the segments the policy picks for this per-worker batch.
+    let (_, plan, estimate) = memory_plan(cfg, model.as_ref(), train_set.sample_shape(), b)?;
+    if !plan.is_empty() {
+        say(format!(
+            "strata: gradient checkpointing: {} segment(s) over {} block(s); predicted peak {} \
+             per worker",
+            plan.segments().len(),
+            plan.checkpointed_blocks(),
+            strata_nn::plan::bytes_text(estimate.peak)
+        ));
+    }
+    let plan = (!plan.is_empty()).then(|| Rc::new(plan));
+
     let sampler = DistributedSampler::new(train_set.len(), world, rank)?.seed(cfg.seed);
     let steps_per_epoch = (sampler.num_samples() / b) as u64;
     if steps_per_epoch == 0 {
@@ -187,7 +200,8 @@ pub fn train(
             let lr = schedule.lr(pos.step);
             let n = batch.labels.len();
             let x = Tensor::from_vec(batch.images, batch.shape)?;
-            let rng = Ctx::default().with_rng(cfg.seed, rank, epoch, pos.step);
+            let rng = Ctx { checkpoint: plan.clone(), ..Ctx::default() }
+                .with_rng(cfg.seed, rank, epoch, pos.step);
             let (loss_value, correct) =
                 train_step(model.as_ref(), &params, &mut opt, comm, x, &batch.labels, lr, &rng)?;
             pos.step += 1;
