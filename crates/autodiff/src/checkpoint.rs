@@ -3,6 +3,7 @@
 //! with recording on a tape of its own and back-propagates the incoming gradient through it.
 
 use crate::{Param, Result, Tape, Var};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use strata_tensor::Tensor;
@@ -20,7 +21,9 @@ pub type Rerun = Box<dyn FnOnce(&Rc<Tape>, &Var) -> Result<Var>>;
 /// In backward, the segment's node calls `rerun` on a fresh segment tape, back-propagates the
 /// incoming gradient through the re-run, and returns the input's gradient and each
 /// parameter's, which the outer tape then accumulates and hands on (grad-ready hook included)
-/// exactly as it would for the un-checkpointed operations. On the CPU backend the re-run
+/// once each, as it would for the un-checkpointed operations: all of the segment's parameters
+/// when its backward ends (that is when their gradients are final), in the order the re-run's
+/// backward made them final, which is the un-checkpointed order. On the CPU backend the re-run
 /// computes the same values, so gradients are bit-identical with and without checkpointing.
 ///
 /// `params` are recorded on `tape` (the outer tape) as leaves now, so their first-seen indices
@@ -45,7 +48,9 @@ pub fn segment(
     let xv = x.value().clone();
     let need_dx = x.requires_grad();
     let saved = [xv.clone()];
-    Var::record_saving("checkpoint", &inputs, output, &saved, move |dy| {
+    let order: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let write_order = order.clone();
+    let backward = move |dy: &Tensor| -> Result<Vec<Option<Tensor>>> {
         let inner = Tape::for_segment();
         let xin = if need_dx { inner.leaf(xv) } else { Var::constant(xv) };
         let y = rerun(&inner, &xin)?;
@@ -56,15 +61,24 @@ pub fn segment(
             params.iter().enumerate().map(|(i, p)| (Rc::as_ptr(p), i)).collect();
         let mut out: Vec<Option<Tensor>> = vec![None; 1 + params.len()];
         out[0] = if need_dx { grads.take(&xin) } else { None };
+        // Hand the parameters on in the order the re-run made them final, as the
+        // un-checkpointed backward would; those it never reached come last.
+        let mut use_order = vec![0];
         for (p, g) in grads.take_params() {
             let Some(&i) = slot.get(&Rc::as_ptr(&p)) else {
                 return Err(crate::AutodiffError::SegmentParam(params.len()));
             };
             match &mut out[1 + i] {
                 Some(acc) => acc.backend()?.add_assign(acc, &g)?,
-                empty => *empty = Some(g),
+                empty => {
+                    *empty = Some(g);
+                    use_order.push(1 + i);
+                }
             }
         }
+        use_order.extend((1..out.len()).filter(|i| out[*i].is_none()));
+        *write_order.borrow_mut() = use_order;
         Ok(out)
-    })
+    };
+    Var::record_ordered("checkpoint", &inputs, output, &saved, Some(order), Box::new(backward))
 }

@@ -20,7 +20,14 @@ struct Node {
     inputs: Vec<Option<usize>>,
     backward: BackwardFn,
     record: NodeRecord,
+    /// The order in which backward counts the uses of `inputs` done (and so hands on the
+    /// parameters among them), if the rule sets one while it runs; input order otherwise.
+    use_order: Option<UseOrder>,
 }
+
+/// An order of a node's inputs, written by its backward rule (checkpointed segments hand on
+/// their parameters in the order their re-run made them final).
+pub(crate) type UseOrder = Rc<RefCell<Vec<usize>>>;
 
 /// A tensor a recorded operation keeps for its backward rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +170,18 @@ impl Var {
         saved: &[Tensor],
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
     ) -> Result<Var> {
+        Var::record_ordered(op, inputs, value, saved, None, Box::new(backward))
+    }
+
+    /// [`Var::record_saving`] with an input order the rule may set while it runs.
+    pub(crate) fn record_ordered(
+        op: &'static str,
+        inputs: &[&Var],
+        value: Tensor,
+        saved: &[Tensor],
+        use_order: Option<UseOrder>,
+        backward: BackwardFn,
+    ) -> Result<Var> {
         let mut tape: Option<&Rc<Tape>> = None;
         for v in inputs {
             if let (Some(t), Some(_)) = (&v.tape, v.id) {
@@ -183,7 +202,7 @@ impl Var {
             output: SavedTensor::of(&value),
             saved: saved.iter().map(SavedTensor::of).collect(),
         };
-        let id = tape.push(ids, Box::new(backward), record);
+        let id = tape.push(Node { output: 0, inputs: ids, backward, record, use_order });
         Ok(Var { value, id: Some(id), tape: Some(tape.clone()) })
     }
 }
@@ -209,15 +228,16 @@ impl Tape {
         Rc::new(tape)
     }
 
-    fn push(&self, inputs: Vec<Option<usize>>, backward: BackwardFn, record: NodeRecord) -> usize {
+    fn push(&self, mut node: Node) -> usize {
         let output = self.fresh_id();
         let mut inner = self.inner.borrow_mut();
-        for id in inputs.iter().flatten() {
+        for id in node.inputs.iter().flatten() {
             if let Some(n) = inner.pending_uses.get_mut(id) {
                 *n += 1;
             }
         }
-        inner.nodes.push(Node { output, inputs, backward, record });
+        node.output = output;
+        inner.nodes.push(node);
         output
     }
 
@@ -322,7 +342,13 @@ impl Tape {
                     accumulate(&mut grads, *id, g)?;
                 }
             }
-            sink.finish_uses(&node.inputs, &mut grads)?;
+            let order = node.use_order.as_ref().map(|o| o.borrow().clone()).unwrap_or_default();
+            if order.len() == node.inputs.len() {
+                let inputs: Vec<Option<usize>> = order.iter().map(|&i| node.inputs[i]).collect();
+                sink.finish_uses(&inputs, &mut grads)?;
+            } else {
+                sink.finish_uses(&node.inputs, &mut grads)?;
+            }
         }
 
         // A parameter read directly as the output has no consuming node.
