@@ -262,20 +262,20 @@ impl ModelProfile {
                     consider(p, held.total + extra_in, 3 * max_t, PeakAt::Forward { block: i });
                     // Backward: the re-run's records on top of what is held before the segment,
                     // the re-computed output and its incoming gradient in flight.
-                    let mut rerun = held.clone();
-                    rerun.add(input.as_slice(), n);
-                    for blk in blocks {
-                        rerun.add(&blk.saved, n);
-                    }
+                    let mut rerun: Vec<(usize, u64, u64)> = input.into_iter().collect();
+                    rerun.extend(blocks.iter().flat_map(|blk| blk.saved.iter().copied()));
+                    let rerun_bytes = held.total + held.bytes_if_added(&rerun, n);
                     let out = blocks.last().and_then(|l| l.output);
-                    let out_extra =
-                        out.map_or(0, |(s, per)| rerun.bytes_if_added(&[(s, per, 0)], n));
+                    let out_extra = out.map_or(0, |(s, per)| {
+                        rerun.push((s, per, 0));
+                        held.total + held.bytes_if_added(&rerun, n) - rerun_bytes
+                    });
                     let dout = out.map_or(0, |(_, per)| per * n);
                     let last_t = blocks.last().map_or(0, |l| l.max_tensor) * n;
                     let seg_params: u64 = blocks.iter().map(|b| b.param_bytes).sum();
                     consider(
                         after[r.end] + seg_params,
-                        rerun.total,
+                        rerun_bytes,
                         out_extra + dout + last_t,
                         PeakAt::SegmentBackward(r.clone()),
                     );
@@ -316,7 +316,6 @@ impl ModelProfile {
 }
 
 /// A set of storages held, with their total bytes at one batch size.
-#[derive(Clone)]
 struct Marks {
     held: Vec<bool>,
     total: u64,

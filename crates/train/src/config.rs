@@ -420,6 +420,33 @@ mod tests {
     }
 
     #[test]
+    fn checkpointing_policies_parse_and_bad_ones_say_what_is_valid() {
+        let policy = |v: &str| {
+            Config::parse(BASE, "base", &[format!("model.gradient_checkpointing={v}")])
+                .map(|c| c.model.checkpoint_policy().unwrap())
+        };
+        assert_eq!(
+            Config::parse(BASE, "b", &[]).unwrap().model.checkpoint_policy().unwrap(),
+            CheckpointPolicy::None
+        );
+        assert_eq!(policy("\"none\"").unwrap(), CheckpointPolicy::None);
+        assert_eq!(policy("\"sqrt\"").unwrap(), CheckpointPolicy::Sqrt);
+        assert_eq!(policy("{every=3}").unwrap(), CheckpointPolicy::Every(3));
+        // 2 GiB = 2 * 1024^3 bytes; 1.5 GB = 1.5e9 bytes.
+        assert_eq!(policy("{budget=\"2GiB\"}").unwrap(), CheckpointPolicy::Budget(2 << 30));
+        assert_eq!(policy("{budget=\"1.5GB\"}").unwrap(), CheckpointPolicy::Budget(1_500_000_000));
+        assert_eq!(policy("{budget=4096}").unwrap(), CheckpointPolicy::Budget(4096));
+        for bad in ["\"always\"", "{every=0}", "{budget=\"2 parsecs\"}", "{every=2,budget=3}", "3"]
+        {
+            let msg = policy(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("model.gradient_checkpointing") && msg.contains("\"sqrt\""),
+                "{bad}: {msg}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_key_and_wrong_type_are_errors_naming_the_key() {
         let err = Config::parse(BASE, "base", &["optimizer.lrr=0.05".into()]).unwrap_err();
         assert!(err.to_string().contains("optimizer.lrr"), "{err}");
