@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use strata::autodiff::{ops, Tape, Var};
+use strata::autodiff::{ops, Tape};
 use strata::comm::SingleProcess;
 use strata::nn::checkpoint::SegmentPlan;
 use strata::nn::mlp::{Mlp, MlpOptions};

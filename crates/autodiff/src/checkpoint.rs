@@ -26,9 +26,9 @@ pub type Rerun = Box<dyn FnOnce(&Rc<Tape>, &Var) -> Result<Var>>;
 /// backward made them final, which is the un-checkpointed order. On the CPU backend the re-run
 /// computes the same values, so gradients are bit-identical with and without checkpointing.
 ///
-/// `params` are recorded on `tape` (the outer tape) as leaves now, so their first-seen indices
-/// are the ones the un-checkpointed forward would have given them. Without a tape (neither
-/// `x` nor any parameter needs a gradient), nothing is recorded and `rerun` is dropped.
+/// `params` are recorded on `tape` (the outer tape; `x`'s when `None`) as leaves now, so their
+/// first-seen indices are the ones the un-checkpointed forward would have given them. Without
+/// any tape, nothing is recorded and `rerun` is dropped.
 ///
 /// # Errors
 /// [`crate::AutodiffError::MixedTapes`] if `x` is recorded on another tape than `tape`.
@@ -39,6 +39,7 @@ pub fn segment(
     params: Vec<Rc<Param>>,
     rerun: Rerun,
 ) -> Result<Var> {
+    let tape = tape.or(x.tape());
     let param_vars: Vec<Var> = match tape {
         Some(t) => params.iter().map(|p| t.param(p)).collect(),
         None => Vec::new(),

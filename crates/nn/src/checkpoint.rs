@@ -135,7 +135,7 @@ impl ParamLog {
 ///
 /// # Errors
 /// Whatever a block's forward returns.
-pub fn run_blocks<M: AsDynModule + ?Sized + 'static>(
+pub fn run_blocks<M: Module + ?Sized + 'static>(
     cx: &Ctx,
     prefix: &str,
     blocks: &[Rc<M>],
@@ -143,6 +143,8 @@ pub fn run_blocks<M: AsDynModule + ?Sized + 'static>(
 ) -> Result<Var> {
     let inner = Ctx { checkpoint: None, ..cx.clone() };
     let plan = cx.checkpoint.as_ref().filter(|_| cx.train && cx.tape.is_some());
+    // A profile records the outermost block sequence only.
+    let _nested = cx.profile.as_ref().map(|p| p.enter_sequence());
     let mut h = x;
     let mut i = 0;
     while i < blocks.len() {
@@ -152,7 +154,7 @@ pub fn run_blocks<M: AsDynModule + ?Sized + 'static>(
                 i = r.end;
             }
             _ => {
-                h = run_one(&inner, prefix, i, blocks[i].as_ref(), &h)?;
+                h = run_one(&inner, prefix, i, &blocks[i], &h)?;
                 i += 1;
             }
         }
@@ -160,25 +162,19 @@ pub fn run_blocks<M: AsDynModule + ?Sized + 'static>(
     Ok(h)
 }
 
-fn run_one<M: AsDynModule + ?Sized>(
-    cx: &Ctx,
-    prefix: &str,
-    i: usize,
-    block: &M,
-    x: &Var,
-) -> Result<Var> {
+fn run_one(cx: &Ctx, prefix: &str, i: usize, block: &dyn Module, x: &Var) -> Result<Var> {
     let name = format!("{prefix}{i}");
-    let Some(profile) = &cx.profile else {
-        return cx.call(&name, block.as_dyn(), x);
+    let Some(profile) = cx.profile.as_ref().filter(|p| p.in_outermost_sequence()) else {
+        return cx.call(&name, block, x);
     };
     let start = cx.tape.as_ref().map_or(0, |t| t.len());
-    let y = cx.call(&name, block.as_dyn(), x)?;
+    let y = cx.call(&name, block, x)?;
     let end = cx.tape.as_ref().map_or(0, |t| t.len());
-    profile.record_block(block.as_dyn(), start..end, x.value(), y.value());
+    profile.record_block(block, start..end, x.value(), y.value());
     Ok(y)
 }
 
-fn run_all<M: AsDynModule + ?Sized>(
+fn run_all<M: Module + ?Sized>(
     cx: &Ctx,
     prefix: &str,
     blocks: &[Rc<M>],
@@ -187,14 +183,14 @@ fn run_all<M: AsDynModule + ?Sized>(
 ) -> Result<Var> {
     let mut h = x.clone();
     for (j, block) in blocks.iter().enumerate() {
-        h = cx.call(&format!("{prefix}{}", first + j), block.as_ref().as_dyn(), &h)?;
+        h = cx.call(&format!("{prefix}{}", first + j), block, &h)?;
     }
     Ok(h)
 }
 
 /// One checkpointed segment: an unrecorded forward that logs the parameters it reads, then a
 /// node on the outer tape that re-runs the blocks in backward.
-fn run_segment<M: AsDynModule + ?Sized + 'static>(
+fn run_segment<M: Module + ?Sized + 'static>(
     cx: &Ctx,
     prefix: &str,
     blocks: &[Rc<M>],
@@ -223,22 +219,4 @@ fn run_segment<M: AsDynModule + ?Sized + 'static>(
         })
     });
     Ok(segment(cx.tape.as_ref(), x, y.value().clone(), params, rerun)?)
-}
-
-/// A module as a trait object, for generic containers of sized and unsized modules.
-pub trait AsDynModule {
-    /// `self` as `&dyn Module`.
-    fn as_dyn(&self) -> &dyn Module;
-}
-
-impl<T: Module> AsDynModule for T {
-    fn as_dyn(&self) -> &dyn Module {
-        self
-    }
-}
-
-impl AsDynModule for dyn Module {
-    fn as_dyn(&self) -> &dyn Module {
-        self
-    }
 }

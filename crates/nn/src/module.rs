@@ -157,6 +157,38 @@ pub trait Module {
     }
 }
 
+/// A shared module is the module: models hold their blocks as `Rc`s, so a checkpointed
+/// segment can keep them for its re-run in backward.
+impl<M: Module + ?Sized> Module for Rc<M> {
+    fn type_name(&self) -> &'static str {
+        self.as_ref().type_name()
+    }
+
+    fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
+        self.as_ref().forward(x, cx)
+    }
+
+    fn local_params(&self) -> Vec<(&'static str, &Rc<Param>)> {
+        self.as_ref().local_params()
+    }
+
+    fn local_buffers(&self) -> Vec<(&'static str, &Buffer)> {
+        self.as_ref().local_buffers()
+    }
+
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        self.as_ref().children()
+    }
+
+    fn forward_flops(&self, output_shape: &[usize]) -> u64 {
+        self.as_ref().forward_flops(output_shape)
+    }
+
+    fn counts_as_weighted_layer(&self) -> bool {
+        self.as_ref().counts_as_weighted_layer()
+    }
+}
+
 /// Visit `m` and its descendants depth-first in registration order, with dotted path names.
 pub fn walk<'a>(m: &'a dyn Module, prefix: &str, f: &mut dyn FnMut(&str, &'a dyn Module)) {
     f(prefix, m);

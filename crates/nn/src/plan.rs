@@ -14,14 +14,15 @@
 //!
 //! The step it models is the trainer's: forward (previous step's gradients still held), then
 //! gradients are cleared and backward runs; a checkpointed segment re-runs its blocks when
-//! backward reaches it. The peak is the larger of the end of forward and the backward of each
-//! checkpointed segment (the segment's blocks recorded again, everything before it still
-//! held, the gradients of everything after it delivered). Only tensors count, as in the tensor
+//! backward reaches it. The peak is the largest of: each block's forward (with its
+//! intermediates in flight), the end of forward, and the backward of each block or checkpointed
+//! segment (a segment's blocks recorded again, everything before it still held, the gradients
+//! of everything after it delivered). Only tensors count, as in the tensor
 //! layer's allocation accounting; kernel scratch and the data loader's buffers do not.
 
 use crate::checkpoint::SegmentPlan;
 use crate::{named_buffers, named_parameters, walk, Ctx, Module, NnError, Result, ShapeTrace};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
@@ -37,6 +38,17 @@ pub const PROFILE_BATCH: usize = 2;
 #[derive(Default)]
 pub struct BlockProfile {
     blocks: RefCell<Vec<BlockMark>>,
+    /// Block sequences entered and not yet left (a block may hold a sequence of its own).
+    depth: Rc<Cell<usize>>,
+}
+
+/// Leaves a block sequence when dropped.
+pub struct SequenceGuard(Rc<Cell<usize>>);
+
+impl Drop for SequenceGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 struct BlockMark {
@@ -47,6 +59,17 @@ struct BlockMark {
 }
 
 impl BlockProfile {
+    /// Enter a block sequence, until the guard drops.
+    pub fn enter_sequence(&self) -> SequenceGuard {
+        self.depth.set(self.depth.get() + 1);
+        SequenceGuard(self.depth.clone())
+    }
+
+    /// True inside the outermost block sequence and no deeper one: its blocks are recorded.
+    pub fn in_outermost_sequence(&self) -> bool {
+        self.depth.get() == 1
+    }
+
     /// Note that `block` recorded the tape's nodes `nodes` from `x` to `y`.
     pub fn record_block(&self, block: &dyn Module, nodes: Range<usize>, x: &Tensor, y: &Tensor) {
         let param_bytes =

@@ -17,6 +17,7 @@ use std::time::Instant;
 use strata_autodiff::{ops, Param, Tape, Var};
 use strata_comm::{Communicator, ReduceOp};
 use strata_data::{Augment, AugmentSeed, Dataset, DistributedSampler, Loader, LoaderConfig};
+use strata_nn::checkpoint::CheckpointPolicy;
 use strata_nn::{named_buffers, named_parameters, parameter_count, Ctx, Module};
 use strata_tensor::Tensor;
 
@@ -105,17 +106,19 @@ pub fn train(
     }
 
     // Gradient checkpointing: the segments the policy picks for this per-worker batch.
-    let (_, plan, estimate) = memory_plan(cfg, model.as_ref(), train_set.sample_shape(), b)?;
-    if !plan.is_empty() {
+    let mut plan = None;
+    if cfg.model.checkpoint_policy()? != CheckpointPolicy::None {
+        let (_, segments, estimate) =
+            memory_plan(cfg, model.as_ref(), train_set.sample_shape(), b)?;
         say(format!(
             "strata: gradient checkpointing: {} segment(s) over {} block(s); predicted peak {} \
              per worker",
-            plan.segments().len(),
-            plan.checkpointed_blocks(),
+            segments.segments().len(),
+            segments.checkpointed_blocks(),
             strata_nn::plan::bytes_text(estimate.peak)
         ));
+        plan = (!segments.is_empty()).then(|| Rc::new(segments));
     }
-    let plan = (!plan.is_empty()).then(|| Rc::new(plan));
 
     let sampler = DistributedSampler::new(train_set.len(), world, rank)?.seed(cfg.seed);
     let steps_per_epoch = (sampler.num_samples() / b) as u64;
