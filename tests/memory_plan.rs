@@ -1,14 +1,15 @@
 //! The memory plan's predicted peak per worker against the peak the tensor layer's allocation
 //! accounting measures over a real training step (the trainer's `train_step`: forward,
 //! backward, SGD with momentum), for ResNet-110 and pre-activation ResNet-164, with gradient
-//! checkpointing off and on. One test: the accounting is process-wide, so nothing else may
+//! checkpointing off and on (every block, "sqrt", part of the blocks, and the plan the
+//! `budget` policy picks). One test: the accounting is process-wide, so nothing else may
 //! allocate tensors while it measures.
 
 use rand::{Rng, SeedableRng};
 use std::rc::Rc;
 use strata::comm::SingleProcess;
 use strata::nn::checkpoint::SegmentPlan;
-use strata::nn::plan::profile;
+use strata::nn::plan::{plan_for_budget, profile};
 use strata::nn::resnet::{CifarResNet, PreActResNet, ResNetOptions};
 use strata::nn::{named_parameters, Ctx, Module};
 use strata::tensor::memory::{peak_bytes, reset_peak};
@@ -65,7 +66,16 @@ fn predicted_peak_is_within_15_percent_of_the_measured_peak() {
         let model = build(&opts);
         let prof = profile(model.as_ref(), &shape).unwrap();
         let n = prof.blocks.len();
+        // The budget policy's plan for a budget half-way between plain and "sqrt".
+        let (none, sqrt) = (
+            prof.estimate(batch, &SegmentPlan::none(), 1).peak,
+            prof.estimate(batch, &SegmentPlan::sqrt(n), 1).peak,
+        );
+        let budget = (none + sqrt) / 2;
+        let budgeted = plan_for_budget(&prof, batch, 1, budget).unwrap();
+        assert!(prof.estimate(batch, &budgeted, 1).peak <= budget);
         let plans = [
+            ("budget half-way", budgeted),
             ("none", SegmentPlan::none()),
             ("sqrt", SegmentPlan::sqrt(n)),
             ("every = 1", SegmentPlan::every(n, 1, 0)),

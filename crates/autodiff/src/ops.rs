@@ -72,7 +72,8 @@ pub fn batch_norm_eval(
 pub fn relu(x: &Var) -> Result<Var> {
     let y = x.value().backend()?.relu_forward(x.value())?;
     let saved = y.clone();
-    Var::record_saving("relu", &[x], y, &[saved.clone()], move |dy| {
+    let kept = [y.clone()];
+    Var::record_saving("relu", &[x], y, &kept, move |dy| {
         Ok(vec![Some(dy.backend()?.relu_backward(dy, &saved)?)])
     })
 }
@@ -93,7 +94,7 @@ pub fn scale(a: &Var, s: f64) -> Result<Var> {
 pub fn mul_mask(a: &Var, mask: &Tensor) -> Result<Var> {
     let y = a.value().backend()?.mul(a.value(), mask)?;
     let m = mask.clone();
-    Var::record_saving("mul_mask", &[a], y, &[mask.clone()], move |dy| {
+    Var::record_saving("mul_mask", &[a], y, std::slice::from_ref(mask), move |dy| {
         Ok(vec![Some(dy.backend()?.mul(dy, &m)?)])
     })
 }
