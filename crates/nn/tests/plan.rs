@@ -91,3 +91,28 @@ fn sizes_parse_with_binary_and_decimal_units() {
     assert!(parse_bytes("lots").is_err());
     assert!(parse_bytes("3 furlongs").is_err());
 }
+
+#[test]
+fn a_profile_marks_the_outermost_block_sequence_only() {
+    use rand::SeedableRng;
+    use strata_nn::init::{Init, InitRng};
+    use strata_nn::layers::{Flatten, Linear, Relu, Sequential};
+    use strata_tensor::DType;
+    // Sequential[flatten, linear, Sequential[linear, relu], linear]: four blocks, the inner
+    // sequence's two layers belong to the third.
+    let mut rng = InitRng::seed_from_u64(0);
+    let lin = |i, o, rng: &mut InitRng| Linear::new(i, o, true, Init::HeNormal, DType::F32, rng);
+    let mut inner = Sequential::new();
+    inner.push(lin(8, 8, &mut rng).unwrap());
+    inner.push(Relu);
+    let mut model = Sequential::new();
+    model.push(Flatten);
+    model.push(lin(12, 8, &mut rng).unwrap());
+    model.push(inner);
+    model.push(lin(8, 10, &mut rng).unwrap());
+    let prof = profile(&model, &[3, 2, 2]).unwrap();
+    assert_eq!(prof.blocks.len(), 4);
+    // Parameters: 12*8 + 8, 8*8 + 8 (inner), 8*10 + 10, f32.
+    let params: Vec<u64> = prof.blocks.iter().map(|b| b.param_bytes).collect();
+    assert_eq!(params, [0, 104 * 4, 72 * 4, 90 * 4]);
+}
