@@ -4,8 +4,10 @@
 //! `launcher worker CONFIG`, with the environment described in [`supervise`]. The launcher hosts
 //! the rendezvous store on node 0, prefixes every line a worker prints with its rank, stops all
 //! workers as soon as one fails, forwards SIGINT and SIGTERM, and exits non-zero naming the
-//! first rank that failed and its exit status.
+//! first rank that failed and its exit status. `launcher plan CONFIG` predicts a config's
+//! memory and FLOPs without training.
 
+mod plan;
 mod supervise;
 mod worker;
 
@@ -34,6 +36,9 @@ pub struct JobArgs {
 enum Command {
     /// Train CONFIG with N worker processes per node.
     Run(supervise::RunArgs),
+    /// Print the model summary, forward FLOPs per sample and the predicted peak memory per
+    /// worker for CONFIG's batch size and gradient checkpointing, without training.
+    Plan(JobArgs),
     /// Run one worker (started by `launcher run`, which sets its environment).
     #[command(hide = true)]
     Worker(JobArgs),
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => supervise::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Worker(args) => worker::run(args),
     }
 }

@@ -14,6 +14,15 @@ pub enum AutodiffError {
     /// Two recorded inputs of one operation belong to different tapes.
     #[error("{0}: inputs recorded on different tapes")]
     MixedTapes(&'static str),
+    /// A checkpointed segment's re-run read a parameter its first forward did not.
+    #[error(
+        "checkpointed segment: the re-run read a parameter outside the {0} its forward read; \
+         a segment must compute the same function both times"
+    )]
+    SegmentParam(usize),
+    /// A checkpointed segment's re-run failed in a layer above this one.
+    #[error("checkpointed segment re-run: {0}")]
+    Rerun(Box<dyn std::error::Error + Send + Sync>),
     /// A gradient check found a mismatch.
     #[error("gradient check failed: {0}")]
     GradCheck(String),

@@ -9,7 +9,8 @@ pub fn conv2d(x: &Var, w: &Var, p: Conv2dParams) -> Result<Var> {
     let (xv, wv) = (x.value().clone(), w.value().clone());
     let y = xv.backend()?.conv2d_forward(&xv, &wv, p)?;
     let (need_dx, need_dw) = (x.requires_grad(), w.requires_grad());
-    Var::record("conv2d", &[x, w], y, move |dy| {
+    let saved = [xv.clone(), wv.clone()];
+    Var::record_saving("conv2d", &[x, w], y, &saved, move |dy| {
         let b = dy.backend()?;
         let dx = if need_dx {
             let x_dims = dims4(&xv)?;
@@ -43,7 +44,8 @@ pub fn batch_norm_train(
     let BatchNormOutput { y, mean, var, invstd } =
         xv.backend()?.batch_norm_forward_train(&xv, &gv, beta.value(), eps)?;
     let (m, s) = (mean.clone(), invstd);
-    let out = Var::record("batch_norm", &[x, gamma, beta], y, move |dy| {
+    let saved = [xv.clone(), gv.clone(), m.clone(), s.clone()];
+    let out = Var::record_saving("batch_norm", &[x, gamma, beta], y, &saved, move |dy| {
         let g = dy.backend()?.batch_norm_backward(dy, &xv, &gv, &m, &s)?;
         Ok(vec![Some(g.dx), Some(g.dgamma), Some(g.dbeta)])
     })?;
@@ -70,42 +72,47 @@ pub fn batch_norm_eval(
 pub fn relu(x: &Var) -> Result<Var> {
     let y = x.value().backend()?.relu_forward(x.value())?;
     let saved = y.clone();
-    Var::record("relu", &[x], y, move |dy| Ok(vec![Some(dy.backend()?.relu_backward(dy, &saved)?)]))
+    let kept = [y.clone()];
+    Var::record_saving("relu", &[x], y, &kept, move |dy| {
+        Ok(vec![Some(dy.backend()?.relu_backward(dy, &saved)?)])
+    })
 }
 
 /// `a + b`; saves nothing.
 pub fn add(a: &Var, b: &Var) -> Result<Var> {
     let y = a.value().backend()?.add(a.value(), b.value())?;
-    Var::record("add", &[a, b], y, |dy| Ok(vec![Some(dy.clone()), Some(dy.clone())]))
+    Var::record_saving("add", &[a, b], y, &[], |dy| Ok(vec![Some(dy.clone()), Some(dy.clone())]))
 }
 
 /// `a * s` for a constant `s`.
 pub fn scale(a: &Var, s: f64) -> Result<Var> {
     let y = a.value().backend()?.scale(a.value(), s)?;
-    Var::record("scale", &[a], y, move |dy| Ok(vec![Some(dy.backend()?.scale(dy, s)?)]))
+    Var::record_saving("scale", &[a], y, &[], move |dy| Ok(vec![Some(dy.backend()?.scale(dy, s)?)]))
 }
 
 /// `a * mask` for a constant mask of the same shape (dropout); saves the mask.
 pub fn mul_mask(a: &Var, mask: &Tensor) -> Result<Var> {
     let y = a.value().backend()?.mul(a.value(), mask)?;
     let m = mask.clone();
-    Var::record("mul_mask", &[a], y, move |dy| Ok(vec![Some(dy.backend()?.mul(dy, &m)?)]))
+    Var::record_saving("mul_mask", &[a], y, std::slice::from_ref(mask), move |dy| {
+        Ok(vec![Some(dy.backend()?.mul(dy, &m)?)])
+    })
 }
 
 /// Mean over H and W: `[N, C, H, W]` to `[N, C]`.
 pub fn global_avg_pool(x: &Var) -> Result<Var> {
     let x_dims = dims4(x.value())?;
     let y = x.value().backend()?.global_avg_pool_forward(x.value())?;
-    Var::record("global_avg_pool", &[x], y, move |dy| {
+    Var::record_saving("global_avg_pool", &[x], y, &[], move |dy| {
         Ok(vec![Some(dy.backend()?.global_avg_pool_backward(dy, x_dims)?)])
     })
 }
 
-/// Max pooling; saves the argmax positions.
+/// Max pooling; saves the argmax positions (a plain vector, not a tensor).
 pub fn max_pool2d(x: &Var, p: Pool2dParams) -> Result<Var> {
     let x_dims = dims4(x.value())?;
     let (y, argmax) = x.value().backend()?.max_pool2d_forward(x.value(), p)?;
-    Var::record("max_pool2d", &[x], y, move |dy| {
+    Var::record_saving("max_pool2d", &[x], y, &[], move |dy| {
         Ok(vec![Some(dy.backend()?.max_pool2d_backward(dy, &argmax, x_dims)?)])
     })
 }
@@ -117,7 +124,8 @@ pub fn linear(x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
     let has_bias = b.is_some();
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    Var::record("linear", &inputs, y, move |dy| {
+    let saved = [xv.clone(), wv.clone()];
+    Var::record_saving("linear", &inputs, y, &saved, move |dy| {
         let g = dy.backend()?.linear_backward(dy, &xv, &wv, has_bias)?;
         let mut out = vec![Some(g.dx), Some(g.dw)];
         if has_bias {
@@ -131,7 +139,9 @@ pub fn linear(x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
 pub fn reshape(x: &Var, dims: &[usize]) -> Result<Var> {
     let old = x.dims().to_vec();
     let y = x.value().reshape(dims)?;
-    Var::record("reshape", &[x], y, move |dy| Ok(vec![Some(dy.reshape(old.as_slice())?)]))
+    Var::record_saving("reshape", &[x], y, &[], move |dy| {
+        Ok(vec![Some(dy.reshape(old.as_slice())?)])
+    })
 }
 
 /// Mean softmax cross-entropy of `logits: [N, K]` against `labels`; a `[1]` loss. Saves the
@@ -140,7 +150,8 @@ pub fn softmax_cross_entropy(logits: &Var, labels: &[u32]) -> Result<Var> {
     let (loss, probs) =
         logits.value().backend()?.softmax_cross_entropy_forward(logits.value(), labels)?;
     let labels = labels.to_vec();
-    Var::record("softmax_cross_entropy", &[logits], loss, move |dloss| {
+    let saved = probs.clone();
+    Var::record_saving("softmax_cross_entropy", &[logits], loss, &[saved], move |dloss| {
         let d = dloss.to_scalar()?;
         Ok(vec![Some(probs.backend()?.softmax_cross_entropy_backward(&probs, &labels, d)?)])
     })

@@ -19,6 +19,40 @@ struct Node {
     output: usize,
     inputs: Vec<Option<usize>>,
     backward: BackwardFn,
+    record: NodeRecord,
+    /// The order in which backward counts the uses of `inputs` done (and so hands on the
+    /// parameters among them), if the rule sets one while it runs; input order otherwise.
+    use_order: Option<UseOrder>,
+}
+
+/// An order of a node's inputs, written by its backward rule (checkpointed segments hand on
+/// their parameters in the order their re-run made them final).
+pub(crate) type UseOrder = Rc<RefCell<Vec<usize>>>;
+
+/// A tensor a recorded operation keeps for its backward rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedTensor {
+    /// [`Tensor::storage_id`] of the kept tensor: equal ids are one allocation.
+    pub storage: usize,
+    pub dims: Vec<usize>,
+    pub bytes: usize,
+}
+
+impl SavedTensor {
+    fn of(t: &Tensor) -> SavedTensor {
+        SavedTensor { storage: t.storage_id(), dims: t.dims().to_vec(), bytes: t.size_in_bytes() }
+    }
+}
+
+/// What one recorded operation produced and keeps until backward runs it, for memory
+/// estimates ([`Tape::records`]).
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    pub op: &'static str,
+    /// The output's storage, dims and bytes.
+    pub output: SavedTensor,
+    /// What the backward rule owns (inputs, outputs or statistics it needs).
+    pub saved: Vec<SavedTensor>,
 }
 
 #[derive(Default)]
@@ -32,6 +66,8 @@ struct Inner {
     /// Number of recorded uses of each leaf not yet processed by backward.
     pending_uses: HashMap<usize, usize>,
     hook: Option<GradReadyHook>,
+    /// Segment tapes return parameter gradients instead of accumulating them.
+    collect_params: bool,
 }
 
 /// A reverse-mode tape. Create one per forward pass; it is consumed by [`Tape::backward`].
@@ -54,14 +90,30 @@ impl std::fmt::Debug for Var {
     }
 }
 
-/// Gradients of the non-parameter leaves, returned by [`Tape::backward`].
+/// Gradients of the non-parameter leaves, returned by [`Tape::backward`]; on a segment tape
+/// ([`Tape::for_segment`]) the parameter gradients as well.
 #[derive(Default)]
-pub struct Gradients(HashMap<usize, Tensor>);
+pub struct Gradients {
+    leaves: HashMap<usize, Tensor>,
+    params: Vec<(Rc<Param>, Tensor)>,
+}
 
 impl Gradients {
     /// The gradient of `leaf`, if backward reached it.
     pub fn get(&self, leaf: &Var) -> Option<&Tensor> {
-        leaf.id.and_then(|id| self.0.get(&id))
+        leaf.id.and_then(|id| self.leaves.get(&id))
+    }
+
+    /// Take the gradient of `leaf` out, if backward reached it.
+    pub fn take(&mut self, leaf: &Var) -> Option<Tensor> {
+        leaf.id.and_then(|id| self.leaves.remove(&id))
+    }
+
+    /// Parameter gradients a segment tape collected, in the order they became final (a
+    /// parameter read twice appears twice); empty for an ordinary tape, which accumulates them
+    /// into the parameters instead.
+    pub fn take_params(&mut self) -> Vec<(Rc<Param>, Tensor)> {
+        std::mem::take(&mut self.params)
     }
 }
 
@@ -97,12 +149,38 @@ impl Var {
     }
 
     /// Record an operation producing `value` from `inputs`. If no input is recorded on a tape,
-    /// nothing is recorded and `backward` is dropped at once.
+    /// nothing is recorded and `backward` is dropped at once. Memory estimates assume the rule
+    /// keeps the values of `inputs`; [`Var::record_saving`] says exactly what it keeps.
     pub fn record(
         op: &'static str,
         inputs: &[&Var],
         value: Tensor,
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
+    ) -> Result<Var> {
+        let saved: Vec<Tensor> = inputs.iter().map(|v| v.value().clone()).collect();
+        Var::record_saving(op, inputs, value, &saved, backward)
+    }
+
+    /// [`Var::record`], naming the tensors `backward` keeps (`saved`), which the tape's
+    /// [`NodeRecord`]s report for memory estimates.
+    pub fn record_saving(
+        op: &'static str,
+        inputs: &[&Var],
+        value: Tensor,
+        saved: &[Tensor],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
+    ) -> Result<Var> {
+        Var::record_ordered(op, inputs, value, saved, None, Box::new(backward))
+    }
+
+    /// [`Var::record_saving`] with an input order the rule may set while it runs.
+    pub(crate) fn record_ordered(
+        op: &'static str,
+        inputs: &[&Var],
+        value: Tensor,
+        saved: &[Tensor],
+        use_order: Option<UseOrder>,
+        backward: BackwardFn,
     ) -> Result<Var> {
         let mut tape: Option<&Rc<Tape>> = None;
         for v in inputs {
@@ -119,7 +197,12 @@ impl Var {
             return Ok(Var::constant(value));
         };
         let ids: Vec<Option<usize>> = inputs.iter().map(|v| v.id).collect();
-        let id = tape.push(ids, Box::new(backward));
+        let record = NodeRecord {
+            op,
+            output: SavedTensor::of(&value),
+            saved: saved.iter().map(SavedTensor::of).collect(),
+        };
+        let id = tape.push(Node { output: 0, inputs: ids, backward, record, use_order });
         Ok(Var { value, id: Some(id), tape: Some(tape.clone()) })
     }
 }
@@ -136,15 +219,25 @@ impl Tape {
         inner.next_id - 1
     }
 
-    fn push(&self, inputs: Vec<Option<usize>>, backward: BackwardFn) -> usize {
+    /// A tape for re-running a checkpointed segment: its backward returns parameter gradients
+    /// in [`Gradients::take_params`] rather than accumulating them into the parameters, so the
+    /// segment's node on the outer tape hands them on as an ordinary operation would.
+    pub fn for_segment() -> Rc<Tape> {
+        let tape = Tape::default();
+        tape.inner.borrow_mut().collect_params = true;
+        Rc::new(tape)
+    }
+
+    fn push(&self, mut node: Node) -> usize {
         let output = self.fresh_id();
         let mut inner = self.inner.borrow_mut();
-        for id in inputs.iter().flatten() {
+        for id in node.inputs.iter().flatten() {
             if let Some(n) = inner.pending_uses.get_mut(id) {
                 *n += 1;
             }
         }
-        inner.nodes.push(Node { output, inputs, backward });
+        node.output = output;
+        inner.nodes.push(node);
         output
     }
 
@@ -183,6 +276,11 @@ impl Tape {
         self.len() == 0
     }
 
+    /// What each operation recorded so far produced and keeps, in forward order.
+    pub fn records(&self) -> Vec<NodeRecord> {
+        self.inner.borrow().nodes.iter().map(|n| n.record.clone()).collect()
+    }
+
     /// Back-propagate from the one-element `loss` with seed gradient 1. Parameter gradients
     /// are accumulated into the parameters (the grad-ready hook fires for each as it becomes
     /// final); gradients of other leaves are returned. The records are consumed: what forward
@@ -196,8 +294,24 @@ impl Tape {
             DType::F64 => Tensor::from_vec(vec![1.0f64], value.dims())?,
             _ => Tensor::from_vec(vec![1.0f32], value.dims())?,
         };
+        self.backward_from(loss, seed)
+    }
 
-        let (nodes, mut pending, params, leaves, mut hook) = {
+    /// Back-propagate the gradient `doutput` of `output` (same shape as its value), as
+    /// [`Tape::backward`] does from a loss.
+    ///
+    /// # Errors
+    /// [`AutodiffError::Tensor`] if `doutput` does not have the shape of `output`, or a rule
+    /// fails.
+    pub fn backward_from(&self, output: &Var, doutput: Tensor) -> Result<Gradients> {
+        if doutput.dims() != output.dims() {
+            return Err(strata_tensor::error::shape_err(
+                "backward_from",
+                format!("gradient {:?} for an output of {:?}", doutput.dims(), output.dims()),
+            )
+            .into());
+        }
+        let (nodes, pending, params, leaves, hook, collect) = {
             let mut inner = self.inner.borrow_mut();
             (
                 std::mem::take(&mut inner.nodes),
@@ -205,18 +319,20 @@ impl Tape {
                 std::mem::take(&mut inner.params),
                 std::mem::take(&mut inner.leaves),
                 inner.hook.take(),
+                inner.collect_params,
             )
         };
         let mut grads: HashMap<usize, Tensor> = HashMap::new();
-        if let Some(id) = loss.id {
-            grads.insert(id, seed);
+        if let Some(id) = output.id {
+            grads.insert(id, doutput);
         }
+        let mut sink = Sink { pending, params, hook, collect, collected: Vec::new() };
 
         for node in nodes.into_iter().rev() {
             let Some(dout) = grads.remove(&node.output) else {
                 // Nothing downstream needs this value's gradient: skip the rule, but the
                 // leaves it uses still count the use as done.
-                finish_uses(&node.inputs, &mut pending, &params, &mut grads, &mut hook)?;
+                sink.finish_uses(&node.inputs, &mut grads)?;
                 continue;
             };
             let dinputs = (node.backward)(&dout)?;
@@ -226,20 +342,76 @@ impl Tape {
                     accumulate(&mut grads, *id, g)?;
                 }
             }
-            finish_uses(&node.inputs, &mut pending, &params, &mut grads, &mut hook)?;
+            let order = node.use_order.as_ref().map(|o| o.borrow().clone()).unwrap_or_default();
+            if order.len() == node.inputs.len() {
+                let inputs: Vec<Option<usize>> = order.iter().map(|&i| node.inputs[i]).collect();
+                sink.finish_uses(&inputs, &mut grads)?;
+            } else {
+                sink.finish_uses(&node.inputs, &mut grads)?;
+            }
         }
 
-        // A parameter read directly as the loss has no consuming node.
-        for (id, (index, p)) in &params {
-            if pending.get(id) == Some(&0) {
-                if let Some(g) = grads.remove(id) {
-                    deliver(*index, p, g, &mut hook)?;
-                }
+        // A parameter read directly as the output has no consuming node.
+        let direct: Vec<(usize, usize, Rc<Param>)> = sink
+            .params
+            .iter()
+            .filter(|(id, _)| sink.pending.get(id) == Some(&0))
+            .map(|(id, (index, p))| (*id, *index, p.clone()))
+            .collect();
+        for (id, index, p) in direct {
+            if let Some(g) = grads.remove(&id) {
+                sink.deliver(index, &p, g)?;
             }
         }
         let out = leaves.iter().filter_map(|id| grads.remove(id).map(|g| (*id, g))).collect();
-        self.inner.borrow_mut().hook = hook;
-        Ok(Gradients(out))
+        self.inner.borrow_mut().hook = sink.hook;
+        Ok(Gradients { leaves: out, params: sink.collected })
+    }
+}
+
+/// Where final parameter gradients go during one backward pass.
+struct Sink {
+    /// Number of recorded uses of each leaf not yet processed.
+    pending: HashMap<usize, usize>,
+    params: HashMap<usize, (usize, Rc<Param>)>,
+    hook: Option<GradReadyHook>,
+    /// Collect gradients (segment tapes) instead of accumulating them.
+    collect: bool,
+    collected: Vec<(Rc<Param>, Tensor)>,
+}
+
+impl Sink {
+    /// Count one processed use of each leaf input; a parameter whose uses are all processed
+    /// has its final gradient, which is delivered.
+    fn finish_uses(
+        &mut self,
+        inputs: &[Option<usize>],
+        grads: &mut HashMap<usize, Tensor>,
+    ) -> Result<()> {
+        for id in inputs.iter().flatten() {
+            let Some(n) = self.pending.get_mut(id) else { continue };
+            *n -= 1;
+            if *n == 0 {
+                if let Some((index, p)) = self.params.get(id).cloned() {
+                    if let Some(g) = grads.remove(id) {
+                        self.deliver(index, &p, g)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, index: usize, p: &Rc<Param>, g: Tensor) -> Result<()> {
+        if self.collect {
+            self.collected.push((p.clone(), g));
+            return Ok(());
+        }
+        p.accumulate_grad(g)?;
+        if let Some(h) = self.hook.as_mut() {
+            h(index, p)?;
+        }
+        Ok(())
     }
 }
 
@@ -249,37 +421,6 @@ fn accumulate(grads: &mut HashMap<usize, Tensor>, id: usize, g: Tensor) -> Resul
         None => {
             grads.insert(id, g);
         }
-    }
-    Ok(())
-}
-
-/// Count one processed use of each leaf input; a parameter whose uses are all processed has
-/// its final gradient, which is delivered to it.
-fn finish_uses(
-    inputs: &[Option<usize>],
-    pending: &mut HashMap<usize, usize>,
-    params: &HashMap<usize, (usize, Rc<Param>)>,
-    grads: &mut HashMap<usize, Tensor>,
-    hook: &mut Option<GradReadyHook>,
-) -> Result<()> {
-    for id in inputs.iter().flatten() {
-        let Some(n) = pending.get_mut(id) else { continue };
-        *n -= 1;
-        if *n == 0 {
-            if let Some((index, p)) = params.get(id) {
-                if let Some(g) = grads.remove(id) {
-                    deliver(*index, p, g, hook)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn deliver(index: usize, p: &Rc<Param>, g: Tensor, hook: &mut Option<GradReadyHook>) -> Result<()> {
-    p.accumulate_grad(g)?;
-    if let Some(h) = hook.as_mut() {
-        h(index, p)?;
     }
     Ok(())
 }

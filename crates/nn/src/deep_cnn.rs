@@ -2,12 +2,14 @@
 //! basic block that doubles the filters, so resolution halves and width doubles every third
 //! block.
 
+use crate::checkpoint::run_blocks;
 use crate::init::{Init, InitRng};
 use crate::layers::{BatchNorm, Conv2d, GlobalAvgPool, Linear};
 use crate::resnet::{BasicBlock, ResNetOptions};
 use crate::stochastic_depth::linear_decay;
 use crate::{Ctx, Module, NnError, Result};
 use rand::SeedableRng;
+use std::rc::Rc;
 use strata_autodiff::{ops, Var};
 
 /// Widest layer the builder accepts, in filters (a guard against a mistyped stage count
@@ -21,7 +23,7 @@ pub const MAX_FILTERS: usize = 1 << 14;
 pub struct DeepCnn {
     pub conv1: Conv2d,
     pub bn1: BatchNorm,
-    pub blocks: Vec<BasicBlock>,
+    pub blocks: Vec<Rc<BasicBlock>>,
     pub pool: GlobalAvgPool,
     pub fc: Linear,
 }
@@ -59,12 +61,12 @@ impl DeepCnn {
         for stage in 0..stages {
             if stage > 0 {
                 let block = BasicBlock::new(w, 2 * w, 2, opts, &mut rng)?;
-                blocks.push(block.with_stochastic_depth(survival[blocks.len()]));
+                blocks.push(Rc::new(block.with_stochastic_depth(survival[blocks.len()])));
                 w *= 2;
             }
             for _ in 0..2 {
                 let block = BasicBlock::new(w, w, 1, opts, &mut rng)?;
-                blocks.push(block.with_stochastic_depth(survival[blocks.len()]));
+                blocks.push(Rc::new(block.with_stochastic_depth(survival[blocks.len()])));
             }
         }
         let fc = Linear::new(w, opts.num_classes, true, Init::XavierUniform, dt, &mut rng)?;
@@ -86,10 +88,8 @@ impl Module for DeepCnn {
                 got: x.dims().to_vec(),
             });
         }
-        let mut h = ops::relu(&cx.call("bn1", &self.bn1, &cx.call("conv1", &self.conv1, x)?)?)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            h = cx.call(&format!("blocks.{i}"), block, &h)?;
-        }
+        let h = ops::relu(&cx.call("bn1", &self.bn1, &cx.call("conv1", &self.conv1, x)?)?)?;
+        let h = run_blocks(cx, "blocks.", &self.blocks, h)?;
         cx.call("fc", &self.fc, &cx.call("pool", &self.pool, &h)?)
     }
 
@@ -97,7 +97,7 @@ impl Module for DeepCnn {
         let mut out: Vec<(String, &dyn Module)> =
             vec![("conv1".into(), &self.conv1), ("bn1".into(), &self.bn1)];
         for (i, b) in self.blocks.iter().enumerate() {
-            out.push((format!("blocks.{i}"), b));
+            out.push((format!("blocks.{i}"), b.as_ref()));
         }
         out.push(("pool".into(), &self.pool));
         out.push(("fc".into(), &self.fc));

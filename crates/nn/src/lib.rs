@@ -1,7 +1,9 @@
 //! strata-nn: the `Module` trait, layers, residual blocks, stochastic depth, initialisation,
-//! model builders, the layer registry and model summaries.
+//! model builders, the layer registry, model summaries, gradient checkpointing of block
+//! sequences and the memory plan that predicts peak memory per worker.
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod deep_cnn;
 mod error;
 pub mod gradcheck;
@@ -9,6 +11,7 @@ pub mod init;
 pub mod layers;
 pub mod mlp;
 mod module;
+pub mod plan;
 pub mod registry;
 pub mod resnet;
 pub mod rng;

@@ -1,5 +1,7 @@
 //! The `Module` trait, the forward context, and traversal of a module tree.
 
+use crate::checkpoint::{ParamLog, SegmentPlan};
+use crate::plan::BlockProfile;
 use crate::Result;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,7 +19,8 @@ pub type Buffer = Rc<RefCell<Tensor>>;
 /// Dropout draws from a stream keyed by `(rng_seed, rank, epoch, step)`, so ranks see different
 /// masks; stochastic depth draws from a stream keyed by `(rng_seed, step)` only, so every rank
 /// drops the same blocks and the global batch sees one network. A checkpointed segment that
-/// re-runs its forward with a clone of the same `Ctx` redraws the same masks and decisions.
+/// re-runs its forward with a clone of the same `Ctx` redraws the same masks and decisions
+/// (see [`crate::checkpoint`]).
 #[derive(Clone, Default)]
 pub struct Ctx {
     /// Where parameters and operations are recorded; `None` records nothing.
@@ -37,6 +40,15 @@ pub struct Ctx {
     pub step: u64,
     /// When set, [`Ctx::call`] records each child's output shape by its path (model summaries).
     pub trace: Option<Rc<ShapeTrace>>,
+    /// Which blocks of the model's block sequence run as checkpointed segments (training on a
+    /// tape only); `None` records every block.
+    pub checkpoint: Option<Rc<SegmentPlan>>,
+    /// Set while a checkpointed segment runs its unrecorded forward: every parameter read is
+    /// logged, so the segment's node can hand on their gradients.
+    pub param_log: Option<Rc<ParamLog>>,
+    /// Set by memory planning ([`crate::plan::profile`]): the block sequence reports what each
+    /// block records, and stochastic depth keeps every branch (the worst case).
+    pub profile: Option<Rc<BlockProfile>>,
     /// When set, batch norm in training mode normalises with statistics over every worker's
     /// batch (`sync_bn`), summed through this; `None` uses each worker's own batch.
     pub sync_stats: Option<Rc<dyn StatsAllReduce>>,
@@ -81,7 +93,12 @@ impl Ctx {
     pub fn param(&self, p: &Rc<Param>) -> Var {
         match &self.tape {
             Some(t) => t.param(p),
-            None => Var::constant(p.value().clone()),
+            None => {
+                if let Some(log) = &self.param_log {
+                    log.read(p);
+                }
+                Var::constant(p.value().clone())
+            }
         }
     }
 
@@ -145,10 +162,49 @@ pub trait Module {
         Vec::new()
     }
 
+    /// FLOPs of one forward pass of this module alone (not its children) producing an output
+    /// of `output_shape`: two per multiply-add of a convolution or dense layer; 0 for layers
+    /// whose work is element-wise.
+    fn forward_flops(&self, _output_shape: &[usize]) -> u64 {
+        0
+    }
+
     /// True for layers that count as weighted layers in the ResNet paper's depth (convolutions
     /// and dense layers on the main path; projection shortcuts say false).
     fn counts_as_weighted_layer(&self) -> bool {
         false
+    }
+}
+
+/// A shared module is the module: models hold their blocks as `Rc`s, so a checkpointed
+/// segment can keep them for its re-run in backward.
+impl<M: Module + ?Sized> Module for Rc<M> {
+    fn type_name(&self) -> &'static str {
+        self.as_ref().type_name()
+    }
+
+    fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
+        self.as_ref().forward(x, cx)
+    }
+
+    fn local_params(&self) -> Vec<(&'static str, &Rc<Param>)> {
+        self.as_ref().local_params()
+    }
+
+    fn local_buffers(&self) -> Vec<(&'static str, &Buffer)> {
+        self.as_ref().local_buffers()
+    }
+
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        self.as_ref().children()
+    }
+
+    fn forward_flops(&self, output_shape: &[usize]) -> u64 {
+        self.as_ref().forward_flops(output_shape)
+    }
+
+    fn counts_as_weighted_layer(&self) -> bool {
+        self.as_ref().counts_as_weighted_layer()
     }
 }
 

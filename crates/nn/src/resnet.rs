@@ -2,11 +2,13 @@
 //! ResNet of depth 9n+2 (bottlenecks; ResNet-164 and -1001), and the ImageNet-style ResNet-50,
 //! -101 and -152. Each takes stochastic depth with a linearly decaying survival probability.
 
+use crate::checkpoint::run_blocks;
 use crate::init::{Init, InitRng};
 use crate::layers::{BatchNorm, Conv2d, GlobalAvgPool, Linear, MaxPool2d};
 use crate::stochastic_depth::linear_decay;
 use crate::{walk, Ctx, Module, NnError, Result};
 use rand::SeedableRng;
+use std::rc::Rc;
 use strata_autodiff::{ops, Var};
 use strata_tensor::{DType, Pool2dParams};
 
@@ -71,7 +73,7 @@ fn input_4d(layer: &'static str, x: &Var) -> Result<()> {
 pub struct CifarResNet {
     pub conv1: Conv2d,
     pub bn1: BatchNorm,
-    pub blocks: Vec<BasicBlock>,
+    pub blocks: Vec<Rc<BasicBlock>>,
     pub pool: GlobalAvgPool,
     pub fc: Linear,
 }
@@ -104,7 +106,7 @@ impl CifarResNet {
             for j in 0..n {
                 let stride = if stage > 0 && j == 0 { 2 } else { 1 };
                 let block = BasicBlock::new(in_ch, width, stride, opts, &mut rng)?;
-                blocks.push(block.with_stochastic_depth(survival[blocks.len()]));
+                blocks.push(Rc::new(block.with_stochastic_depth(survival[blocks.len()])));
                 in_ch = width;
             }
         }
@@ -121,10 +123,8 @@ impl Module for CifarResNet {
 
     fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
         input_4d("CifarResNet", x)?;
-        let mut h = ops::relu(&cx.call("bn1", &self.bn1, &cx.call("conv1", &self.conv1, x)?)?)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            h = cx.call(&format!("blocks.{i}"), block, &h)?;
-        }
+        let h = ops::relu(&cx.call("bn1", &self.bn1, &cx.call("conv1", &self.conv1, x)?)?)?;
+        let h = run_blocks(cx, "blocks.", &self.blocks, h)?;
         cx.call("fc", &self.fc, &cx.call("pool", &self.pool, &h)?)
     }
 
@@ -132,7 +132,7 @@ impl Module for CifarResNet {
         let mut out: Vec<(String, &dyn Module)> =
             vec![("conv1".into(), &self.conv1), ("bn1".into(), &self.bn1)];
         for (i, b) in self.blocks.iter().enumerate() {
-            out.push((format!("blocks.{i}"), b));
+            out.push((format!("blocks.{i}"), b.as_ref()));
         }
         out.push(("pool".into(), &self.pool));
         out.push(("fc".into(), &self.fc));
@@ -148,7 +148,7 @@ impl Module for CifarResNet {
 /// n = 111).
 pub struct PreActResNet {
     pub conv1: Conv2d,
-    pub blocks: Vec<PreActBottleneck>,
+    pub blocks: Vec<Rc<PreActBottleneck>>,
     pub bn: BatchNorm,
     pub pool: GlobalAvgPool,
     pub fc: Linear,
@@ -182,7 +182,7 @@ impl PreActResNet {
             for j in 0..n {
                 let stride = if stage > 0 && j == 0 { 2 } else { 1 };
                 let block = PreActBottleneck::new(in_ch, width, stride, opts, &mut rng)?;
-                blocks.push(block.with_stochastic_depth(survival[blocks.len()]));
+                blocks.push(Rc::new(block.with_stochastic_depth(survival[blocks.len()])));
                 in_ch = 4 * width;
             }
         }
@@ -199,10 +199,8 @@ impl Module for PreActResNet {
 
     fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
         input_4d("PreActResNet", x)?;
-        let mut h = cx.call("conv1", &self.conv1, x)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            h = cx.call(&format!("blocks.{i}"), block, &h)?;
-        }
+        let h = cx.call("conv1", &self.conv1, x)?;
+        let h = run_blocks(cx, "blocks.", &self.blocks, h)?;
         let h = ops::relu(&cx.call("bn", &self.bn, &h)?)?;
         cx.call("fc", &self.fc, &cx.call("pool", &self.pool, &h)?)
     }
@@ -210,7 +208,7 @@ impl Module for PreActResNet {
     fn children(&self) -> Vec<(String, &dyn Module)> {
         let mut out: Vec<(String, &dyn Module)> = vec![("conv1".into(), &self.conv1)];
         for (i, b) in self.blocks.iter().enumerate() {
-            out.push((format!("blocks.{i}"), b));
+            out.push((format!("blocks.{i}"), b.as_ref()));
         }
         out.push(("bn".into(), &self.bn));
         out.push(("pool".into(), &self.pool));
@@ -228,7 +226,7 @@ pub struct ImageNetResNet {
     pub conv1: Conv2d,
     pub bn1: BatchNorm,
     pub maxpool: MaxPool2d,
-    pub blocks: Vec<Bottleneck>,
+    pub blocks: Vec<Rc<Bottleneck>>,
     pub pool: GlobalAvgPool,
     pub fc: Linear,
 }
@@ -261,7 +259,7 @@ impl ImageNetResNet {
             for j in 0..count {
                 let stride = if stage > 0 && j == 0 { 2 } else { 1 };
                 let block = Bottleneck::new(in_ch, width, stride, opts, &mut rng)?;
-                blocks.push(block.with_stochastic_depth(survival[blocks.len()]));
+                blocks.push(Rc::new(block.with_stochastic_depth(survival[blocks.len()])));
                 in_ch = 4 * width;
             }
         }
@@ -285,10 +283,8 @@ impl Module for ImageNetResNet {
     fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
         input_4d("ImageNetResNet", x)?;
         let h = ops::relu(&cx.call("bn1", &self.bn1, &cx.call("conv1", &self.conv1, x)?)?)?;
-        let mut h = cx.call("maxpool", &self.maxpool, &h)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            h = cx.call(&format!("blocks.{i}"), block, &h)?;
-        }
+        let h = cx.call("maxpool", &self.maxpool, &h)?;
+        let h = run_blocks(cx, "blocks.", &self.blocks, h)?;
         cx.call("fc", &self.fc, &cx.call("pool", &self.pool, &h)?)
     }
 
@@ -299,7 +295,7 @@ impl Module for ImageNetResNet {
             ("maxpool".into(), &self.maxpool),
         ];
         for (i, b) in self.blocks.iter().enumerate() {
-            out.push((format!("blocks.{i}"), b));
+            out.push((format!("blocks.{i}"), b.as_ref()));
         }
         out.push(("pool".into(), &self.pool));
         out.push(("fc".into(), &self.fc));

@@ -54,8 +54,9 @@ impl StochasticDepth {
 
     /// True if training at `cx` keeps this block's branch: draw `index` of the stream keyed by
     /// `(cx.rng_seed, cx.step)` is below the survival probability. Independent of the rank.
+    /// A memory profile ([`Ctx::profile`]) keeps every branch.
     pub fn keeps(&self, cx: &Ctx) -> bool {
-        if self.survival_prob >= 1.0 {
+        if self.survival_prob >= 1.0 || cx.profile.is_some() {
             return true;
         }
         let stream = Stream::new(&[STOCHASTIC_DEPTH_STREAM, cx.rng_seed, cx.step]);

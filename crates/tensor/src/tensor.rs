@@ -260,6 +260,12 @@ impl Tensor {
         }
     }
 
+    /// An identifier of the storage, equal for tensors that share it (views and clones) while
+    /// it lives; memory estimates use it to count shared storage once.
+    pub fn storage_id(&self) -> usize {
+        Arc::as_ptr(&self.buf) as usize
+    }
+
     /// True if both tensors share one storage (a view or a clone of the other).
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.buf, &other.buf)

@@ -4,6 +4,8 @@
 use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use strata_nn::checkpoint::CheckpointPolicy;
+use strata_nn::plan::parse_bytes;
 
 /// A whole experiment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +133,48 @@ pub struct ModelConfig {
     /// layer's arguments (`[[model.layers]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<toml::Table>,
+    /// Gradient checkpointing of the block sequence: `"none"` (the default), `"sqrt"`,
+    /// `{ every = k }` or `{ budget = "2GiB" }`; read by [`ModelConfig::checkpoint_policy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<toml::Value>,
+}
+
+impl ModelConfig {
+    /// The gradient-checkpointing policy `gradient_checkpointing` names.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] at `model.gradient_checkpointing` for anything but the four
+    /// forms, saying what they are.
+    pub fn checkpoint_policy(&self) -> Result<CheckpointPolicy> {
+        let bad = |detail: String| TrainError::Config {
+            path: "model.gradient_checkpointing".into(),
+            detail: format!(
+                "{detail}; use \"none\", \"sqrt\", {{ every = k }} (k >= 1 blocks per segment) \
+                 or {{ budget = \"2GiB\" }} (peak memory per worker)"
+            ),
+        };
+        let Some(v) = &self.gradient_checkpointing else {
+            return Ok(CheckpointPolicy::None);
+        };
+        match v {
+            toml::Value::String(s) if s == "none" => Ok(CheckpointPolicy::None),
+            toml::Value::String(s) if s == "sqrt" => Ok(CheckpointPolicy::Sqrt),
+            toml::Value::Table(t) if t.len() == 1 => match t.iter().next() {
+                Some((k, toml::Value::Integer(n))) if k == "every" && *n >= 1 => {
+                    Ok(CheckpointPolicy::Every(*n as usize))
+                }
+                Some((k, toml::Value::String(b))) if k == "budget" => {
+                    let bytes = parse_bytes(b).map_err(|e| bad(e.to_string()))?;
+                    Ok(CheckpointPolicy::Budget(bytes))
+                }
+                Some((k, toml::Value::Integer(n))) if k == "budget" && *n > 0 => {
+                    Ok(CheckpointPolicy::Budget(*n as u64))
+                }
+                _ => Err(bad(format!("{v} is not a policy"))),
+            },
+            other => Err(bad(format!("{other} is not a policy"))),
+        }
+    }
 }
 
 /// Dataset, batching and augmentation.
@@ -404,6 +448,7 @@ impl Config {
                 return bad(format!("{key} = {mib} must be a size in MiB, 0 or more"));
             }
         }
+        self.model.checkpoint_policy()?;
         if !["constant", "cosine", "multistep"].contains(&self.schedule.kind.as_str()) {
             return bad(format!(
                 "schedule.kind = {:?}: known schedules: constant, cosine, multistep",
@@ -562,6 +607,33 @@ mod tests {
         let cfg = Config::parse(BASE, "base", &sets).unwrap();
         assert_eq!(cfg.optimizer.lr, 0.05);
         assert_eq!(cfg.data.dir, "some/where");
+    }
+
+    #[test]
+    fn checkpointing_policies_parse_and_bad_ones_say_what_is_valid() {
+        let policy = |v: &str| {
+            Config::parse(BASE, "base", &[format!("model.gradient_checkpointing={v}")])
+                .map(|c| c.model.checkpoint_policy().unwrap())
+        };
+        assert_eq!(
+            Config::parse(BASE, "b", &[]).unwrap().model.checkpoint_policy().unwrap(),
+            CheckpointPolicy::None
+        );
+        assert_eq!(policy("\"none\"").unwrap(), CheckpointPolicy::None);
+        assert_eq!(policy("\"sqrt\"").unwrap(), CheckpointPolicy::Sqrt);
+        assert_eq!(policy("{every=3}").unwrap(), CheckpointPolicy::Every(3));
+        // 2 GiB = 2 * 1024^3 bytes; 1.5 GB = 1.5e9 bytes.
+        assert_eq!(policy("{budget=\"2GiB\"}").unwrap(), CheckpointPolicy::Budget(2 << 30));
+        assert_eq!(policy("{budget=\"1.5GB\"}").unwrap(), CheckpointPolicy::Budget(1_500_000_000));
+        assert_eq!(policy("{budget=4096}").unwrap(), CheckpointPolicy::Budget(4096));
+        for bad in ["\"always\"", "{every=0}", "{budget=\"2 parsecs\"}", "{every=2,budget=3}", "3"]
+        {
+            let msg = policy(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("model.gradient_checkpointing") && msg.contains("\"sqrt\""),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     #[test]

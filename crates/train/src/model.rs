@@ -1,12 +1,14 @@
 //! Building the configured model and loading the configured datasets.
 
-use crate::config::{DataConfig, ModelConfig};
+use crate::config::{Config, DataConfig, ModelConfig};
 use crate::error::{Result, TrainError};
 use std::path::Path;
 use std::sync::Arc;
 use strata_data::{Dataset, Split, Subset, SyntheticDataset};
+use strata_nn::checkpoint::{CheckpointPolicy, SegmentPlan};
 use strata_nn::deep_cnn::DeepCnn;
 use strata_nn::mlp::{Mlp, MlpOptions};
+use strata_nn::plan::{plan_for_budget, MemoryEstimate, ModelProfile};
 use strata_nn::registry::{build_sequential, SequentialOptions};
 use strata_nn::resnet::{CifarResNet, ImageNetResNet, PreActResNet, ResNetOptions};
 use strata_nn::Module;
@@ -117,6 +119,71 @@ fn check_fields(cfg: &ModelConfig) -> Result<()> {
     }
     Ok(())
 }
+/// Parameter-sized tensors of optimizer state (see [`crate::optim::Optimizer`]): SGD keeps one
+/// momentum buffer per parameter (allocated even at momentum 0), AdamW two moments.
+pub fn optimizer_copies(cfg: &crate::config::OptimizerConfig) -> u64 {
+    if cfg.kind == "adamw" {
+        2
+    } else {
+        1
+    }
+}
+
+/// The sample shape `[C, H, W]` and class count of the configured dataset, known without
+/// reading it (for `launcher plan`).
+///
+/// # Errors
+/// [`TrainError::Config`] for an unknown dataset.
+pub fn sample_shape(cfg: &DataConfig) -> Result<([usize; 3], usize)> {
+    match cfg.dataset.as_str() {
+        "fashion-mnist" | "mnist" => Ok(([1, 28, 28], 10)),
+        "cifar10" => Ok(([3, 32, 32], 10)),
+        "synthetic" => Ok((cfg.synthetic_shape.unwrap_or([3, 32, 32]), 10)),
+        other => Err(TrainError::Config {
+            path: "data.dataset".into(),
+            detail: format!(
+                "unknown dataset {other:?}; known: fashion-mnist, mnist, cifar10, synthetic"
+            ),
+        }),
+    }
+}
+
+/// The memory plan of `model` under `cfg`'s checkpointing policy at per-worker batch `batch`:
+/// the profile, the segments the policy picks, and the predicted peak memory per worker.
+///
+/// # Errors
+/// [`TrainError::Config`] at `model.gradient_checkpointing` for a bad policy, a checkpointing
+/// policy on a model without a block sequence, or a budget no plan fits.
+pub fn memory_plan(
+    cfg: &Config,
+    model: &dyn Module,
+    sample_shape: [usize; 3],
+    batch: usize,
+) -> Result<(ModelProfile, SegmentPlan, MemoryEstimate)> {
+    let policy = cfg.model.checkpoint_policy()?;
+    let profile = strata_nn::plan::profile(model, &sample_shape)?;
+    let n = profile.blocks.len();
+    let copies = optimizer_copies(&cfg.optimizer);
+    let bad =
+        |detail: String| TrainError::Config { path: "model.gradient_checkpointing".into(), detail };
+    if n == 0 && policy != CheckpointPolicy::None {
+        return Err(bad(format!(
+            "model.kind = {:?} has no block sequence to checkpoint; use \"none\"",
+            cfg.model.kind
+        )));
+    }
+    let plan = match policy {
+        CheckpointPolicy::None => SegmentPlan::none(),
+        CheckpointPolicy::Every(k) => SegmentPlan::every(n, k, 0),
+        CheckpointPolicy::Sqrt => SegmentPlan::sqrt(n),
+        CheckpointPolicy::Budget(bytes) => {
+            plan_for_budget(&profile, batch, copies, bytes).map_err(|e| bad(e.to_string()))?
+        }
+    };
+    let estimate = profile.estimate(batch, &plan, copies);
+    Ok((profile, plan, estimate))
+}
+
 /// The training and test sets of `cfg`, each limited to its configured slice.
 pub fn load_datasets(cfg: &DataConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     let dir = Path::new(&cfg.dir);

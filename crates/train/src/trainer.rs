@@ -8,7 +8,7 @@ use crate::ddp;
 use crate::ddp::{CommStats, Reducer};
 use crate::error::{Result, TrainError};
 use crate::metrics::RunDir;
-use crate::model::{build_model, load_datasets};
+use crate::model::{build_model, load_datasets, memory_plan};
 use crate::optim::{self, Optimizer, Schedule};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use strata_autodiff::{ops, Param, Tape, Var};
 use strata_comm::{CommHandle, CommThread, Communicator, ReduceOp};
 use strata_data::{Augment, AugmentSeed, Dataset, DistributedSampler, Loader, LoaderConfig};
+use strata_nn::checkpoint::CheckpointPolicy;
 use strata_nn::{named_buffers, named_parameters, parameter_count, Ctx, Module};
 use strata_tensor::Tensor;
 
@@ -141,6 +142,21 @@ fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<
         }
     }
 
+    // Gradient checkpointing: the segments the policy picks for this per-worker batch.
+    let mut plan = None;
+    if cfg.model.checkpoint_policy()? != CheckpointPolicy::None {
+        let (_, segments, estimate) =
+            memory_plan(cfg, model.as_ref(), train_set.sample_shape(), b)?;
+        say(format!(
+            "strata: gradient checkpointing: {} segment(s) over {} block(s); predicted peak {} \
+             per worker",
+            segments.segments().len(),
+            segments.checkpointed_blocks(),
+            strata_nn::plan::bytes_text(estimate.peak)
+        ));
+        plan = (!segments.is_empty()).then(|| Rc::new(segments));
+    }
+
     let sampler = DistributedSampler::new(train_set.len(), world, rank)?.seed(cfg.seed);
     let steps_per_epoch = (sampler.num_samples() / (b * k)) as u64;
     if steps_per_epoch == 0 {
@@ -247,8 +263,9 @@ fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<
             // Ctx counts forward passes: each micro-step draws its own dropout masks and
             // stochastic-depth decisions, as each forward does in PyTorch.
             let forward = pos.step * k as u64 + micro.index as u64;
-            let at = Ctx { sync_stats: sync_stats.clone(), ..Ctx::default() }
-                .with_rng(cfg.seed, rank, epoch, forward);
+            let at =
+                Ctx { sync_stats: sync_stats.clone(), checkpoint: plan.clone(), ..Ctx::default() }
+                    .with_rng(cfg.seed, rank, epoch, forward);
             let out =
                 train_step(model.as_ref(), &mut reducer, &mut opt, x, &batch.labels, &at, micro)?;
             times.add(&out.times);

@@ -51,6 +51,13 @@ impl Module for Conv2d {
         vec![("weight", &self.weight)]
     }
 
+    fn forward_flops(&self, output_shape: &[usize]) -> u64 {
+        // Each output element of each image: C·R·S multiply-adds.
+        let positions: usize = output_shape.iter().skip(2).product();
+        let per_output_channel = self.weight.value().elem_count();
+        2 * (per_output_channel * positions) as u64
+    }
+
     fn counts_as_weighted_layer(&self) -> bool {
         self.main_path
     }

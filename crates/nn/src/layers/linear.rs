@@ -48,6 +48,10 @@ impl Module for Linear {
         out
     }
 
+    fn forward_flops(&self, _output_shape: &[usize]) -> u64 {
+        2 * self.weight.value().elem_count() as u64
+    }
+
     fn counts_as_weighted_layer(&self) -> bool {
         true
     }

@@ -1,6 +1,8 @@
 //! Parameter-free layers and the `Sequential` container.
 
+use crate::checkpoint::run_blocks;
 use crate::{Ctx, Module, NnError, Result};
+use std::rc::Rc;
 use strata_autodiff::{ops, Var};
 use strata_tensor::Pool2dParams;
 
@@ -61,10 +63,11 @@ impl Module for Flatten {
     }
 }
 
-/// Modules applied one after another; children are named by their position.
+/// Modules applied one after another; children are named by their position. The layers are
+/// the block sequence that gradient checkpointing splits into segments.
 #[derive(Default)]
 pub struct Sequential {
-    pub layers: Vec<Box<dyn Module>>,
+    pub layers: Vec<Rc<dyn Module>>,
 }
 
 impl Sequential {
@@ -75,12 +78,12 @@ impl Sequential {
 
     /// Append a module.
     pub fn push(&mut self, m: impl Module + 'static) {
-        self.layers.push(Box::new(m));
+        self.layers.push(Rc::new(m));
     }
 
     /// Append a boxed module (such as one built by the layer registry).
     pub fn push_boxed(&mut self, m: Box<dyn Module>) {
-        self.layers.push(m);
+        self.layers.push(Rc::from(m));
     }
 }
 
@@ -90,11 +93,7 @@ impl Module for Sequential {
     }
 
     fn forward(&self, x: &Var, cx: &Ctx) -> Result<Var> {
-        let mut h = x.clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = cx.call(&i.to_string(), layer.as_ref(), &h)?;
-        }
-        Ok(h)
+        run_blocks(cx, "", &self.layers, x.clone())
     }
 
     fn children(&self) -> Vec<(String, &dyn Module)> {
