@@ -48,8 +48,8 @@ pub struct RunArgs {
     /// Port of the rendezvous store; 0 picks a free one (single-node jobs only).
     #[arg(long, env = "MASTER_PORT", default_value_t = 0)]
     pub master_port: u16,
-    /// Compute threads per worker; 0 or unset means the config's `threads`, whose default 0
-    /// means cores on this node / workers on this node.
+    /// Compute threads per worker where the config's `threads` is 0 (its default); 0 or unset
+    /// means cores on this node / workers on this node, as `threads = 0` does.
     #[arg(long, env = "STRATA_THREADS")]
     pub threads: Option<usize>,
     /// Continue from the run's newest checkpoint (same as --set checkpoint.resume=latest).
