@@ -173,7 +173,8 @@ fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<
     if cfg.log.max_steps > 0 {
         total_steps = total_steps.min(cfg.log.max_steps);
     }
-    if !cfg.checkpoint.resume.is_empty() && !(pos.epoch < cfg.epochs && pos.step < total_steps) {
+    let finished = pos.epoch >= cfg.epochs || pos.step >= total_steps;
+    if !cfg.checkpoint.resume.is_empty() && finished {
         // As a PyTorch Lightning fit whose max_epochs is already reached: nothing is trained,
         // evaluated or appended to the run directory.
         say(format!(
