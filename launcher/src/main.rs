@@ -4,8 +4,8 @@
 //! `launcher worker CONFIG`, with the environment described in [`supervise`]. The launcher hosts
 //! the rendezvous store on node 0, prefixes every line a worker prints with its rank, stops all
 //! workers as soon as one fails, forwards SIGINT and SIGTERM, and exits non-zero naming the
-//! first rank that failed and its exit status. `launcher plan CONFIG` predicts a config's
-//! memory and FLOPs without training.
+//! rank that caused the failure and its exit status (exit codes: [`supervise`] and [`worker`]).
+//! `launcher plan CONFIG` predicts a config's memory and FLOPs without training.
 
 mod plan;
 mod supervise;

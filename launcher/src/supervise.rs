@@ -6,7 +6,16 @@
 //! cores divided by its workers, unless `--threads` or the config's `threads` says otherwise)
 //! and `STRATA_PROGRESS` (`bar` when rank 0 draws a live progress bar on this terminal, else
 //! `lines`). Workers die with the launcher (parent-death signal), so no orphan survives it.
+//!
+//! When a worker fails, the launcher waits 1.5 s for the others' exits, then stops the rest
+//! (SIGTERM, then SIGKILL after 3 s) and names the likeliest cause: a worker killed by a signal,
+//! else one that failed on its own (exit status 1), before one that exited with status 3, which
+//! a worker uses when a collective failed because of a peer (closed connection, peer timeout,
+//! broken ring). Exit codes of the launcher: 0 when every worker succeeded; 1 when a worker
+//! failed or the job could not start; 128 + the signal's number when it received SIGINT (130)
+//! or SIGTERM (143), as shells report a death by that signal.
 
+use crate::worker::EXIT_PEER_FAILED;
 use crate::JobArgs;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -39,7 +48,8 @@ pub struct RunArgs {
     /// Port of the rendezvous store; 0 picks a free one (single-node jobs only).
     #[arg(long, env = "MASTER_PORT", default_value_t = 0)]
     pub master_port: u16,
-    /// Compute threads per worker (default: cores on this node / workers on this node).
+    /// Compute threads per worker where the config's `threads` is 0 (its default); 0 or unset
+    /// means cores on this node / workers on this node, as `threads = 0` does.
     #[arg(long, env = "STRATA_THREADS")]
     pub threads: Option<usize>,
     /// Continue from the run's newest checkpoint (same as --set checkpoint.resume=latest).
@@ -96,7 +106,7 @@ async fn supervise(mut args: RunArgs) -> Result<ExitCode, String> {
     };
 
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let threads = args.threads.unwrap_or((cores / n).max(1));
+    let threads = args.threads.filter(|&t| t > 0).unwrap_or((cores / n).max(1));
     let bar = std::io::stderr().is_terminal();
     let world = n * args.nnodes;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
@@ -155,17 +165,27 @@ async fn supervise(mut args: RunArgs) -> Result<ExitCode, String> {
             );
             ExitCode::FAILURE
         }
-        Outcome::Interrupted(sig) => {
-            eprintln!("launcher: received {sig}; stopped all workers");
-            ExitCode::from(130)
+        Outcome::Interrupted(name, number) => {
+            eprintln!("launcher: received {name}; stopped all workers");
+            ExitCode::from(128 + number)
+        }
+        Outcome::Error(msg) => {
+            eprintln!("launcher: {msg}");
+            ExitCode::FAILURE
         }
     })
 }
 
 enum Outcome {
     AllSucceeded,
-    Failed { rank: usize, status: ExitStatus },
-    Interrupted(&'static str),
+    Failed {
+        rank: usize,
+        status: ExitStatus,
+    },
+    /// A signal's name and number.
+    Interrupted(&'static str, u8),
+    /// The launcher itself failed.
+    Error(&'static str),
 }
 
 /// How long the launcher keeps listening for other exits after the first failure, before it
@@ -194,7 +214,9 @@ async fn wait_all(children: Vec<(usize, Child)>) -> Outcome {
         (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     else {
         stop_all(&mut running, &mut exits).await;
-        return Outcome::Interrupted("no signal handlers");
+        return Outcome::Error(
+            "cannot install the SIGINT and SIGTERM handlers; stopped all workers",
+        );
     };
     while !running.is_empty() {
         let outcome = tokio::select! {
@@ -213,8 +235,8 @@ async fn wait_all(children: Vec<(usize, Child)>) -> Outcome {
                 }
                 None => break,
             },
-            _ = sigint.recv() => Outcome::Interrupted("SIGINT"),
-            _ = sigterm.recv() => Outcome::Interrupted("SIGTERM"),
+            _ = sigint.recv() => Outcome::Interrupted("SIGINT", libc::SIGINT as u8),
+            _ = sigterm.recv() => Outcome::Interrupted("SIGTERM", libc::SIGTERM as u8),
         };
         stop_all(&mut running, &mut exits).await;
         return outcome;
@@ -246,10 +268,17 @@ async fn collect_failures(
 }
 
 /// The failure to name: the first worker killed by a signal (nothing in the job sends one
-/// before the launcher stops it), else the first non-zero exit.
+/// before the launcher stops it), else the first that failed on its own, else the first whose
+/// collective failed because of a peer (exit status [`EXIT_PEER_FAILED`]).
 fn root_cause(failures: &[(usize, ExitStatus)]) -> (usize, ExitStatus) {
     use std::os::unix::process::ExitStatusExt;
-    failures.iter().find(|(_, s)| s.signal().is_some()).unwrap_or(&failures[0]).to_owned()
+    let peer_failed = |s: &ExitStatus| s.code() == Some(i32::from(EXIT_PEER_FAILED));
+    failures
+        .iter()
+        .find(|(_, s)| s.signal().is_some())
+        .or_else(|| failures.iter().find(|(_, s)| !peer_failed(s)))
+        .unwrap_or(&failures[0])
+        .to_owned()
 }
 
 type Exits = mpsc::UnboundedReceiver<(usize, std::io::Result<ExitStatus>)>;

@@ -11,7 +11,7 @@
 //! coordinates; `state.json` records them ([`RngState`]) and the resumed run re-derives each
 //! stream from them.
 
-use crate::error::{io_err, Result, TrainError};
+use crate::error::{io_err, write_err, Result, TrainError, LOG_DIR_HINT};
 use crate::weights::{load_weights, save_tensors, save_weights};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -144,19 +144,20 @@ pub fn save(
     let root = checkpoints_dir(run_dir);
     let final_dir = root.join(format!("step-{}", state.step));
     let tmp = root.join(format!(".step-{}.tmp", state.step));
+    let cannot = |path: &Path| write_err("write the checkpoint", path.to_path_buf(), LOG_DIR_HINT);
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        std::fs::remove_dir_all(&tmp).map_err(cannot(&tmp))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(cannot(&tmp))?;
     save_weights(model, &tmp.join("model.safetensors"))?;
     save_tensors(extra.optimizer, &tmp.join("optimizer.safetensors"))?;
     save_tensors(extra.rank_buffers, &tmp.join("rank_buffers.safetensors"))?;
     let json = serde_json::to_string_pretty(state).expect("TrainState serialises");
-    std::fs::write(tmp.join("state.json"), json).map_err(io_err(tmp.join("state.json")))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(cannot(&tmp.join("state.json")))?;
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(io_err(&final_dir))?;
+        std::fs::remove_dir_all(&final_dir).map_err(cannot(&final_dir))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir))?;
+    std::fs::rename(&tmp, &final_dir).map_err(cannot(&final_dir))?;
     prune(&root, keep)?;
     Ok(final_dir)
 }
@@ -180,7 +181,11 @@ pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
 fn prune(root: &Path, keep: usize) -> Result<()> {
     let all = list(root)?;
     for (_, dir) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
-        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        std::fs::remove_dir_all(dir).map_err(write_err(
+            "delete the old checkpoint",
+            dir,
+            LOG_DIR_HINT,
+        ))?;
     }
     Ok(())
 }

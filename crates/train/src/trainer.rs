@@ -173,6 +173,23 @@ fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<
     if cfg.log.max_steps > 0 {
         total_steps = total_steps.min(cfg.log.max_steps);
     }
+    let finished = pos.epoch >= cfg.epochs || pos.step >= total_steps;
+    if !cfg.checkpoint.resume.is_empty() && finished {
+        // As a PyTorch Lightning fit whose max_epochs is already reached: nothing is trained,
+        // evaluated or appended to the run directory.
+        say(format!(
+            "strata: the run is already complete at step {} of {total_steps}; nothing to train \
+             (raise epochs or log.max_steps to train further)",
+            pos.step
+        ));
+        return Ok(RunSummary {
+            steps: pos.step,
+            final_train_loss: f64::NAN,
+            test_accuracy: f64::NAN,
+            test_loss: f64::NAN,
+            wall_s: started.elapsed().as_secs_f64(),
+        });
+    }
     let global_batch = b * world * k;
     let lr = cfg.optimizer.effective_lr(global_batch);
     let schedule = Schedule::new(lr, cfg.schedule.clone(), total_steps, steps_per_epoch);
@@ -232,7 +249,10 @@ fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<
 
     while pos.epoch < cfg.epochs && pos.step < total_steps {
         let epoch = pos.epoch;
-        let bar = make_bar(progress, epoch, cfg.epochs, steps_per_epoch);
+        // The steps this epoch really runs: log.max_steps may end the run inside it.
+        let epoch_steps = steps_per_epoch.min(pos.batch_in_epoch + (total_steps - pos.step));
+        let epochs_run = cfg.epochs.min(total_steps.div_ceil(steps_per_epoch));
+        let bar = make_bar(progress, epoch, epochs_run, epoch_steps);
         if let Some(bar) = &bar {
             bar.set_position(pos.batch_in_epoch);
         }
@@ -362,7 +382,11 @@ fn train_on(cfg: &Config, handle: CommHandle, progress: ProgressMode) -> Result<
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
+        let spinner = show_evaluating(progress, test_set.len());
         eval = evaluate(model.as_ref(), &buffers, test_set.clone(), cfg, comm)?;
+        if let Some(spinner) = spinner {
+            spinner.finish_and_clear();
+        }
         check_replicas_agree(&params, comm, pos.step)?;
         report_epoch(progress, &mut run_dir, epoch, pos.step, last_loss, eval, &epoch_start)?;
     }
@@ -801,6 +825,24 @@ fn make_bar(mode: ProgressMode, epoch: u64, epochs: u64, steps: u64) -> Option<P
     bar.set_style(style);
     bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
     Some(bar)
+}
+
+/// Say that evaluation runs, since it can take a while on a deep model: a spinner with the
+/// progress bar, a line otherwise (rank 0 only, as `mode` is `Quiet` elsewhere).
+fn show_evaluating(mode: ProgressMode, samples: usize) -> Option<ProgressBar> {
+    let msg = format!("evaluating on {samples} test images");
+    match mode {
+        ProgressMode::Bar => {
+            let spinner = ProgressBar::new_spinner().with_message(msg);
+            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+            Some(spinner)
+        }
+        ProgressMode::Lines => {
+            println!("{msg}");
+            None
+        }
+        ProgressMode::Quiet => None,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
