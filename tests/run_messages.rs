@@ -57,3 +57,16 @@ fn threads_zero_on_the_command_line_means_cores_per_worker() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains(&expected), "expected `{expected}` in:\n{stdout}");
 }
+
+#[test]
+fn the_threads_flag_wins_over_the_config() {
+    let dir = temp_dir("threads-flag");
+    let mut cmd = common::launcher();
+    cmd.args(["run", "tests/configs/mlp-synthetic.toml", "--threads", "1"])
+        .args(["--set", &format!("log.dir={}", dir.display())])
+        .args(["--set", "name=flag", "--set", "threads=2"]);
+    let (out, stdout, stderr) = common::output(&mut cmd);
+    assert!(out.status.success(), "{stderr}");
+    // The start line reports the compute threads the worker built its pool with.
+    assert!(stdout.contains("x 1 thread(s)"), "expected 1 thread from --threads 1 in:\n{stdout}");
+}

@@ -48,8 +48,8 @@ pub struct RunArgs {
     /// Port of the rendezvous store; 0 picks a free one (single-node jobs only).
     #[arg(long, env = "MASTER_PORT", default_value_t = 0)]
     pub master_port: u16,
-    /// Compute threads per worker where the config's `threads` is 0 (its default); 0 or unset
-    /// means cores on this node / workers on this node, as `threads = 0` does.
+    /// Compute threads per worker; overrides the config's `threads`. 0 or unset leaves the
+    /// config's value, whose default 0 means cores on this node / workers on this node.
     #[arg(long, env = "STRATA_THREADS")]
     pub threads: Option<usize>,
     /// Continue from the run's newest checkpoint (same as --set checkpoint.resume=latest).
@@ -76,6 +76,10 @@ pub fn run(args: RunArgs) -> ExitCode {
 async fn supervise(mut args: RunArgs) -> Result<ExitCode, String> {
     if args.resume {
         args.job.overrides.push("checkpoint.resume=latest".into());
+    }
+    // The command line wins over the config file, as with every other flag.
+    if let Some(t) = args.threads.filter(|&t| t > 0) {
+        args.job.overrides.push(format!("threads={t}"));
     }
     // Check the config here, so a typo fails once, before any worker starts.
     strata::train::Config::load(&args.job.config, &args.job.overrides)
