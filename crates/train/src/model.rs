@@ -91,9 +91,18 @@ pub fn build_model(
     })
 }
 
-/// Reject fields the chosen kind would silently ignore.
+/// `Ok` for a kind in [`MODEL_KINDS`], else the error text naming it and the known ones.
+pub(crate) fn check_kind(kind: &str) -> std::result::Result<(), String> {
+    if MODEL_KINDS.contains(&kind) {
+        return Ok(());
+    }
+    Err(format!("model.kind = {kind:?}: unknown model; known models: {}", MODEL_KINDS.join(", ")))
+}
+
+/// Reject an unknown kind, then fields the chosen kind would silently ignore.
 fn check_fields(cfg: &ModelConfig) -> Result<()> {
     let kind = cfg.kind.as_str();
+    check_kind(kind).map_err(|detail| TrainError::Config { path: "model.kind".into(), detail })?;
     let unused = |field: &str, used_by: &str| TrainError::Config {
         path: format!("model.{field}"),
         detail: format!("model.kind = {kind:?} does not use it; it applies to {used_by}"),
@@ -329,7 +338,12 @@ mod tests {
     #[test]
     fn unknown_kinds_bad_depths_and_unused_fields_are_errors_saying_what_is_valid() {
         let err = |model: &str| build_model(&model_cfg(model), [3, 32, 32], 10, 0).err().unwrap();
-        let msg = err("kind = \"resnet\"").to_string();
+        // Config::parse rejects an unknown kind itself; build_model checks it too, before the
+        // fields (width here) that the kind would not use.
+        let mut unknown = model_cfg("kind = \"mlp\"\nwidth = 8");
+        unknown.kind = "resnet".into();
+        let msg = build_model(&unknown, [3, 32, 32], 10, 0).err().unwrap().to_string();
+        assert!(msg.contains("\"resnet\": unknown model") && !msg.contains("width"), "{msg}");
         assert!(msg.contains("preact_resnet") && msg.contains("sequential"), "{msg}");
         let msg = err("kind = \"preact_resnet\"\ndepth = 100").to_string();
         assert!(msg.contains("9n+2") && msg.contains("164"), "{msg}");
