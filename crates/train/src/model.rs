@@ -4,7 +4,7 @@ use crate::config::{Config, DataConfig, ModelConfig};
 use crate::error::{Result, TrainError};
 use std::path::Path;
 use std::sync::Arc;
-use strata_data::{Dataset, Split, Subset, SyntheticDataset};
+use strata_data::{DataError, Dataset, Split, Subset, SyntheticDataset};
 use strata_nn::checkpoint::{CheckpointPolicy, SegmentPlan};
 use strata_nn::deep_cnn::DeepCnn;
 use strata_nn::mlp::{Mlp, MlpOptions};
@@ -193,21 +193,39 @@ pub fn memory_plan(
     Ok((profile, plan, estimate))
 }
 
-/// The training and test sets of `cfg`, each limited to its configured slice.
+/// The training and test sets of `cfg`, each limited to its configured slice. A relative
+/// `data.dir` is resolved against the working directory.
+///
+/// # Errors
+/// The reader's error; a missing file under a relative `data.dir` becomes
+/// [`TrainError::Config`] at `data.dir`, naming the working directory it was resolved against.
 pub fn load_datasets(cfg: &DataConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     let dir = Path::new(&cfg.dir);
+    let located = |e: DataError| match e {
+        DataError::NotFound { .. } if dir.is_relative() => {
+            let cwd = std::env::current_dir().map_or("?".into(), |d| d.display().to_string());
+            TrainError::Config {
+                path: "data.dir".into(),
+                detail: format!(
+                    "{e} (data.dir = {:?} is relative to the working directory, {cwd})",
+                    cfg.dir
+                ),
+            }
+        }
+        other => other.into(),
+    };
     let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match cfg.dataset.as_str() {
         "fashion-mnist" => (
-            Arc::new(strata_data::fashion_mnist(dir, Split::Train)?),
-            Arc::new(strata_data::fashion_mnist(dir, Split::Test)?),
+            Arc::new(strata_data::fashion_mnist(dir, Split::Train).map_err(located)?),
+            Arc::new(strata_data::fashion_mnist(dir, Split::Test).map_err(located)?),
         ),
         "mnist" => (
-            Arc::new(strata_data::mnist(dir, Split::Train)?),
-            Arc::new(strata_data::mnist(dir, Split::Test)?),
+            Arc::new(strata_data::mnist(dir, Split::Train).map_err(located)?),
+            Arc::new(strata_data::mnist(dir, Split::Test).map_err(located)?),
         ),
         "cifar10" => (
-            Arc::new(strata_data::cifar10_binary(dir, Split::Train)?),
-            Arc::new(strata_data::cifar10_binary(dir, Split::Test)?),
+            Arc::new(strata_data::cifar10_binary(dir, Split::Train).map_err(located)?),
+            Arc::new(strata_data::cifar10_binary(dir, Split::Test).map_err(located)?),
         ),
         "synthetic" => {
             let shape = cfg.synthetic_shape.unwrap_or([3, 32, 32]);
@@ -333,6 +351,31 @@ mod tests {
         let m = build_model(&again.model, [3, 8, 8], 10, 0).unwrap();
         // conv 3*4*9 = 108; linear 4*10 + 10 = 50.
         assert_eq!(parameter_count(m.as_ref()), 158);
+    }
+
+    #[test]
+    fn a_missing_dataset_under_a_relative_data_dir_names_the_working_directory() {
+        let mut cfg = Config::parse(
+            "name = \"t\"\nepochs = 1\n[model]\nkind = \"mlp\"\n[data]\n\
+             dataset = \"fashion-mnist\"\ndir = \"no-such-folder/fashion-mnist\"\n\
+             batch_size = 4\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n",
+            "test",
+            &[],
+        )
+        .unwrap()
+        .data;
+        let msg = load_datasets(&cfg).err().unwrap().to_string();
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert!(msg.contains("data.dir = \"no-such-folder/fashion-mnist\""), "{msg}");
+        assert!(msg.contains("relative to the working directory") && msg.contains(&cwd), "{msg}");
+        assert!(msg.contains("--set data.dir=") && !msg.contains("STRATA_DATA"), "{msg}");
+        // An absolute data.dir needs no working directory to explain it.
+        cfg.dir = std::env::temp_dir().join("strata-no-such-folder").display().to_string();
+        let msg = load_datasets(&cfg).err().unwrap().to_string();
+        assert!(
+            !msg.contains("relative to the working") && msg.contains("file not found"),
+            "{msg}"
+        );
     }
 
     #[test]
