@@ -522,13 +522,13 @@ fn segments_text(plan: &SegmentPlan) -> String {
 }
 
 /// What [`ModelProfile::estimate`] assumes, as `launcher plan` prints it under the estimate.
-pub const ESTIMATE_ASSUMPTIONS: &str = "(Per worker, one step without gradient accumulation, \
-    tensors only, as the allocation accounting counts them. Parameters, batch-norm statistics \
-    and optimizer state (SGD's momentum buffers, even at momentum 0; AdamW's two moments) count \
-    throughout. During forward the previous step's gradients all still exist; they are cleared \
-    before backward, so a peak in backward counts only the gradients delivered so far. Every \
-    stochastic-depth branch is kept; kernel scratch, loader buffers and the all-reduce buffer \
-    are left out.)";
+pub const ESTIMATE_ASSUMPTIONS: &str = "\
+(Per worker, one step without gradient accumulation, tensors only, as the allocation accounting
+counts them. Parameters, batch-norm statistics and optimizer state (SGD's momentum buffers, even
+at momentum 0; AdamW's two moments) count throughout. During forward all of the previous step's
+gradients still exist; they are cleared before backward, so a peak in backward counts only the
+gradients delivered so far. Every stochastic-depth branch is kept; kernel scratch, loader
+buffers and the all-reduce buffer are left out.)";
 
 impl fmt::Display for MemoryEstimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

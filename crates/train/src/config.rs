@@ -428,7 +428,7 @@ impl Config {
                 }
             },
         )?;
-        cfg.validate(origin)?;
+        cfg.validate(origin).map_err(|e| blame_override(e, overrides))?;
         Ok(cfg)
     }
 
@@ -554,6 +554,19 @@ fn check_run_name(name: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A validation error about a key an override set, reported as that override's error: its
+/// detail starts with the key (`log.every must ...`) or it is at that key.
+fn blame_override(err: TrainError, overrides: &[String]) -> TrainError {
+    let TrainError::Config { path, detail } = err else {
+        return err;
+    };
+    let named = detail.split([' ', ':']).next().unwrap_or_default();
+    match override_for(overrides, named).or_else(|| override_for(overrides, &path)) {
+        Some(item) => TrainError::Override { key: item.into(), detail },
+        None => TrainError::Config { path, detail },
+    }
 }
 
 /// The `--set` item whose key is `at` or a table above it, if one set it.
@@ -717,6 +730,18 @@ mod tests {
         let text = BASE.replace("lr = 0.1", "lr = 0.1\nlrr = 1");
         let err = Config::parse(&text, "base.toml", &[]).unwrap_err().to_string();
         assert!(err.contains("config base.toml") && err.contains("optimizer.lrr"), "{err}");
+        // Values out of range that an override set name the override as well.
+        let err = Config::parse(BASE, "base.toml", &["log.every=0".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("--set log.every=0: log.every must"), "{err}");
+        let err = Config::parse(BASE, "base.toml", &["log={every=0}".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("--set log={every=0}: log.every"), "{err}");
+        let sets = ["model.gradient_checkpointing=\"always\"".to_string()];
+        let err = Config::parse(BASE, "base.toml", &sets).unwrap_err().to_string();
+        assert!(err.starts_with("--set model.gradient_checkpointing="), "{err}");
+        // ...but not when the file holds the bad value.
+        let text = BASE.replace("[optimizer]", "[log]\nevery = 0\n[optimizer]");
+        let err = Config::parse(&text, "base.toml", &["log.dir=\"x\"".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("config base.toml: log.every must"), "{err}");
     }
 
     #[test]
