@@ -61,10 +61,12 @@ pub struct IdxArray {
 ///
 /// # Errors
 ///
-/// [`DataError::NotFound`] or [`DataError::Io`] if the file cannot be read or decompressed;
-/// [`DataError::BadMagic`] if it is not an IDX file; [`DataError::UnsupportedType`] for element
-/// types other than unsigned bytes; [`DataError::WrongRank`] if its rank does not fit `content`; [`DataError::Truncated`] or [`DataError::TrailingBytes`] if
-/// its size disagrees with its dimensions.
+/// [`DataError::NotFound`] or [`DataError::Io`] if the file cannot be read, [`DataError::Gzip`]
+/// if it does not decompress; [`DataError::BadMagic`] if it is not an IDX file;
+/// [`DataError::UnsupportedType`] for element types other than unsigned bytes;
+/// [`DataError::WrongRank`] if its rank does not fit `content`; [`DataError::BadContent`] if its
+/// dims describe more bytes than a `usize` holds; [`DataError::Truncated`] or
+/// [`DataError::TrailingBytes`] if its size disagrees with its dimensions.
 pub fn read_idx(path: &Path, content: IdxContent) -> Result<IdxArray> {
     let bytes = read_maybe_gzip(path)?;
     parse_idx(path, bytes, content)

@@ -428,7 +428,7 @@ impl Config {
                 }
             },
         )?;
-        cfg.validate(origin).map_err(|e| blame_override(e, overrides))?;
+        cfg.validate(origin).map_err(|e| blame_override(e, origin, overrides))?;
         Ok(cfg)
     }
 
@@ -557,13 +557,14 @@ fn check_run_name(name: &str) -> std::result::Result<(), String> {
 }
 
 /// A validation error about a key an override set, reported as that override's error: its
-/// detail starts with the key (`log.every must ...`) or it is at that key.
-fn blame_override(err: TrainError, overrides: &[String]) -> TrainError {
+/// detail starts with the key (`log.every must ...`) or it is at that key (not at `origin`).
+fn blame_override(err: TrainError, origin: &str, overrides: &[String]) -> TrainError {
     let TrainError::Config { path, detail } = err else {
         return err;
     };
     let named = detail.split([' ', ':']).next().unwrap_or_default();
-    match override_for(overrides, named).or_else(|| override_for(overrides, &path)) {
+    let at_key = || (path != origin).then(|| override_for(overrides, &path)).flatten();
+    match override_for(overrides, named).or_else(at_key) {
         Some(item) => TrainError::Override { key: item.into(), detail },
         None => TrainError::Config { path, detail },
     }
