@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use crate::error::{DataError, Result};
-use crate::idx::{read_idx, read_maybe_gzip};
+use crate::idx::{read_idx, read_maybe_gzip, IdxContent};
 use crate::rng::{self, Purpose};
 
 /// Fashion-MNIST training-set pixel mean on the 0..1 scale (72.94 / 255, see data.md).
@@ -156,7 +156,7 @@ impl ImageDataset {
     /// ranks; [`DataError::CountMismatch`] if they hold different numbers of samples;
     /// [`DataError::InvalidArgument`] for a bad `mean` or `std`.
     pub fn from_idx(images: &Path, labels: &Path, mean: &[f32], std: &[f32]) -> Result<Self> {
-        let image_array = read_idx(images)?;
+        let image_array = read_idx(images, IdxContent::Images)?;
         let shape = match image_array.dims[..] {
             [_, h, w] => [1, h, w],
             [_, c, h, w] => [c, h, w],
@@ -168,7 +168,7 @@ impl ImageDataset {
                 return Err(DataError::BadContent { path: images.to_path_buf(), what });
             }
         };
-        let label_array = read_idx(labels)?;
+        let label_array = read_idx(labels, IdxContent::Labels)?;
         if label_array.dims.len() != 1 {
             let what = format!("label IDX file has dims {:?}; expected [N]", label_array.dims);
             return Err(DataError::BadContent { path: labels.to_path_buf(), what });
@@ -299,8 +299,10 @@ fn find_idx(dir: &Path, stem: &str, dataset: &str) -> Result<PathBuf> {
     Err(DataError::NotFound {
         path: raw,
         hint: format!(
-            "neither it nor {} exists; run scripts/fetch-data.sh {dataset} (it writes to \
-             $STRATA_DATA/{dataset}, default <repo>/data/{dataset})",
+            "neither it nor {} exists; run scripts/fetch-data.sh {dataset} from the repository \
+             root (by default it writes data/{dataset}, the folder the configs' data.dir \
+             names), or set data.dir (--set data.dir=<folder>) to the folder that holds these \
+             files",
             gz.display()
         ),
     })

@@ -9,8 +9,9 @@
 use std::path::PathBuf;
 
 /// What to do when a dataset file is missing or damaged.
-pub(crate) const FETCH_HINT: &str = "run scripts/fetch-data.sh (or set STRATA_DATA to the folder \
-                                     that holds the datasets)";
+pub(crate) const FETCH_HINT: &str = "fetch it again: run scripts/fetch-data.sh <dataset> \
+                                     (fashion-mnist, mnist or cifar10-samples) from the \
+                                     repository root";
 
 /// Result alias of strata-data.
 pub type Result<T> = std::result::Result<T, DataError>;
@@ -34,6 +35,37 @@ pub enum DataError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+
+    /// A gzip file that does not decompress (cut short by an interrupted download, or damaged).
+    #[error(
+        "{path}: gzip decompression failed: {source}; the file is truncated or damaged, \
+         {FETCH_HINT}"
+    )]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: std::io::Error,
+    },
+
+    /// An IDX file whose rank is not the one its reader expects (a label file with an image
+    /// header, say).
+    #[error(
+        "{path}: expected a {expected} IDX file ({content}), found a {found}-D one{guess}; the \
+         file is damaged or not what its name says, {FETCH_HINT}"
+    )]
+    WrongRank {
+        /// The file.
+        path: PathBuf,
+        /// The ranks expected, as `1-D` or `3-D or 4-D`.
+        expected: String,
+        /// What the file was read as: `labels` or `images`.
+        content: &'static str,
+        /// The rank its header gives.
+        found: usize,
+        /// What a file of that rank probably holds, as ` (images?)`, or empty.
+        guess: String,
     },
 
     /// The file does not start like an IDX file (two zero bytes, a type code, a rank).

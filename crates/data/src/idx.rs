@@ -15,6 +15,38 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// IDX element type code of unsigned bytes, the only one read.
 const TYPE_U8: u8 = 0x08;
 
+/// What an IDX file is read as, which fixes the ranks it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdxContent {
+    /// A label file: rank 1, `[N]`.
+    Labels,
+    /// An image file: rank 3, `[N, H, W]`, or rank 4, `[N, C, H, W]`.
+    Images,
+}
+
+impl IdxContent {
+    /// The ranks a file of this content may have.
+    pub fn ranks(self) -> &'static [usize] {
+        match self {
+            IdxContent::Labels => &[1],
+            IdxContent::Images => &[3, 4],
+        }
+    }
+
+    /// `labels` or `images`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdxContent::Labels => "labels",
+            IdxContent::Images => "images",
+        }
+    }
+
+    /// The content a file of `rank` most likely holds, if any.
+    fn guess(rank: usize) -> Option<IdxContent> {
+        [IdxContent::Labels, IdxContent::Images].into_iter().find(|c| c.ranks().contains(&rank))
+    }
+}
+
 /// An n-dimensional array of bytes read from an IDX file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxArray {
@@ -24,18 +56,20 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file of unsigned bytes, decompressing it first if it is gzip (detected by its
-/// magic bytes, not by its name).
+/// Reads an IDX file of unsigned bytes holding `content`, decompressing it first if it is gzip
+/// (detected by its magic bytes, not by its name).
 ///
 /// # Errors
 ///
-/// [`DataError::NotFound`] or [`DataError::Io`] if the file cannot be read or decompressed;
-/// [`DataError::BadMagic`] if it is not an IDX file; [`DataError::UnsupportedType`] for element
-/// types other than unsigned bytes; [`DataError::Truncated`] or [`DataError::TrailingBytes`] if
-/// its size disagrees with its dimensions.
-pub fn read_idx(path: &Path) -> Result<IdxArray> {
+/// [`DataError::NotFound`] or [`DataError::Io`] if the file cannot be read, [`DataError::Gzip`]
+/// if it does not decompress; [`DataError::BadMagic`] if it is not an IDX file;
+/// [`DataError::UnsupportedType`] for element types other than unsigned bytes;
+/// [`DataError::WrongRank`] if its rank does not fit `content`; [`DataError::BadContent`] if its
+/// dims describe more bytes than a `usize` holds; [`DataError::Truncated`] or
+/// [`DataError::TrailingBytes`] if its size disagrees with its dimensions.
+pub fn read_idx(path: &Path, content: IdxContent) -> Result<IdxArray> {
     let bytes = read_maybe_gzip(path)?;
-    parse_idx(path, bytes)
+    parse_idx(path, bytes, content)
 }
 
 /// Reads a whole file, decompressing it if it starts with the gzip magic bytes.
@@ -47,17 +81,14 @@ pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
 
     // MNIST-sized files inflate about 2x to 10x; the hint only saves reallocations.
     let mut inflated = Vec::with_capacity(raw.len().saturating_mul(4));
-    flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut inflated).map_err(|e| {
-        DataError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(e.kind(), format!("gzip decompression failed: {e}")),
-        }
-    })?;
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .read_to_end(&mut inflated)
+        .map_err(|source| DataError::Gzip { path: path.to_path_buf(), source })?;
     Ok(inflated)
 }
 
 /// Parses the (decompressed) bytes of an IDX file; `path` only names the file in errors.
-fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<IdxArray> {
+fn parse_idx(path: &Path, mut bytes: Vec<u8>, content: IdxContent) -> Result<IdxArray> {
     let bad_magic = |bytes: &[u8]| DataError::BadMagic {
         path: path.to_path_buf(),
         found: bytes[..bytes.len().min(4)].to_vec(),
@@ -82,6 +113,21 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<IdxArray> {
         }
     }
 
+    if !content.ranks().contains(&rank) {
+        return Err(DataError::WrongRank {
+            path: path.to_path_buf(),
+            expected: content
+                .ranks()
+                .iter()
+                .map(|r| format!("{r}-D"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            content: content.name(),
+            found: rank,
+            guess: IdxContent::guess(rank).map_or(String::new(), |c| format!(" ({}?)", c.name())),
+        });
+    }
+
     let header_len = 4 + 4 * rank;
     if bytes.len() < header_len {
         let what = format!("the header of a rank-{rank} IDX file");
@@ -92,6 +138,7 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<IdxArray> {
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
 
+    // Checked: four u32 dims can describe up to 2^128 bytes.
     let payload = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let expected =
         payload.and_then(|p| p.checked_add(header_len)).ok_or_else(|| DataError::BadContent {
@@ -143,15 +190,17 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<IdxArray> {
-        parse_idx(Path::new("mem.idx"), bytes.to_vec())
+        let content =
+            if bytes.get(3) == Some(&1) { IdxContent::Labels } else { IdxContent::Images };
+        parse_idx(Path::new("mem.idx"), bytes.to_vec(), content)
     }
 
     #[test]
-    fn parses_a_rank_2_array() {
-        // Header 00 00 08 02, dims 2 x 3, then six bytes: the layout the IDX spec describes.
-        let bytes = [0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6];
+    fn parses_a_rank_3_array() {
+        // Header 00 00 08 03, dims 1 x 2 x 3, then six bytes: the layout the IDX spec describes.
+        let bytes = [0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6];
         let a = parse(&bytes).unwrap();
-        assert_eq!(a.dims, vec![2, 3]);
+        assert_eq!(a.dims, vec![1, 2, 3]);
         assert_eq!(a.data, vec![1, 2, 3, 4, 5, 6]);
     }
 

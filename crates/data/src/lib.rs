@@ -41,13 +41,14 @@ pub use dataset::{
     cifar10_binary, fashion_mnist, mnist, Dataset, ImageDataset, Split, Subset, SyntheticDataset,
 };
 pub use error::{DataError, Result};
-pub use idx::{read_idx, IdxArray};
+pub use idx::{read_idx, IdxArray, IdxContent};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use sampler::DistributedSampler;
 pub use transform::{Augment, AugmentSeed};
 
-/// The folder that holds the datasets: `$STRATA_DATA` if set, else `data` relative to the
-/// working directory (`scripts/fetch-data.sh` fills `<repo>/data` by default).
+/// The folder `scripts/fetch-data.sh` writes datasets into when run from the repository root:
+/// `$STRATA_DATA` if set, else `data`. Training does not read it: `data.dir` names the folder,
+/// relative to the working directory.
 pub fn data_root() -> std::path::PathBuf {
     std::env::var_os("STRATA_DATA").map_or_else(|| "data".into(), Into::into)
 }

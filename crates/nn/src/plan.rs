@@ -430,11 +430,11 @@ pub fn plan_for_budget(
         None => Err(NnError::InvalidArgument {
             model: "checkpoint",
             detail: format!(
-                "budget {} is below the smallest predicted peak, {} (segments {:?}); raise the \
-                 budget or lower data.batch_size",
+                "budget {} is below the smallest predicted peak, {} ({}); raise the budget or \
+                 lower data.batch_size",
                 bytes_text(budget),
                 bytes_text(lowest.0),
-                lowest.1.segments().first().map(|r| r.len())
+                segments_text(&lowest.1)
             ),
         }),
     }
@@ -511,6 +511,25 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
     }
 }
 
+/// A plan in words: `no checkpointing`, `a checkpointed segment per block` or `checkpointed
+/// segments of 4 blocks`.
+fn segments_text(plan: &SegmentPlan) -> String {
+    match plan.segments().first().map(|r| r.len()) {
+        None => "no checkpointing".into(),
+        Some(1) => "a checkpointed segment per block".into(),
+        Some(k) => format!("checkpointed segments of {k} blocks"),
+    }
+}
+
+/// What [`ModelProfile::estimate`] assumes, as `launcher plan` prints it under the estimate.
+pub const ESTIMATE_ASSUMPTIONS: &str = "\
+(Per worker, one step without gradient accumulation, tensors only, as the allocation accounting
+counts them. Parameters, batch-norm statistics and optimizer state (SGD's momentum buffers, even
+at momentum 0; AdamW's two moments) count throughout. During forward all of the previous step's
+gradients still exist; they are cleared before backward, so a peak in backward counts only the
+gradients delivered so far. Every stochastic-depth branch is kept; kernel scratch, loader
+buffers and the all-reduce buffer are left out.)";
+
 impl fmt::Display for MemoryEstimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = match &self.at {
@@ -529,10 +548,14 @@ impl fmt::Display for MemoryEstimate {
             bytes_text(self.peak)
         )?;
         writeln!(f, "  (peak {at}; {} blocks re-run in backward)", self.recomputed_blocks)?;
+        let grads = match self.at {
+            PeakAt::EndOfForward | PeakAt::Forward { .. } => "gradients (previous step's, all)",
+            PeakAt::SegmentBackward(_) | PeakAt::Backward { .. } => "gradients (delivered so far)",
+        };
         let rows = [
             ("parameters", self.parameters),
             ("buffers (batch-norm statistics)", self.buffers),
-            ("gradients", self.gradients),
+            (grads, self.gradients),
             ("optimizer state", self.optimizer_state),
             ("saved activations", self.saved_activations),
             ("largest temporary", self.largest_temporary),
@@ -540,6 +563,6 @@ impl fmt::Display for MemoryEstimate {
         for (name, v) in rows {
             writeln!(f, "  {name:<34}{:>12}", bytes_text(v))?;
         }
-        Ok(())
+        writeln!(f, "{ESTIMATE_ASSUMPTIONS}")
     }
 }

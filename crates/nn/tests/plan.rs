@@ -80,6 +80,26 @@ fn the_budget_plan_fits_the_budget_and_checkpoints_no_more_than_it_must() {
     // Below anything reachable: an error naming the smallest peak.
     let err = plan_for_budget(&prof, 32, 1, prof.param_bytes).unwrap_err().to_string();
     assert!(err.contains("smallest predicted peak"), "{err}");
+    // The plan with that peak is named in words, not as Rust debug output.
+    assert!(!err.contains("Some(") && !err.contains("None"), "{err}");
+    assert!(err.contains("checkpointed segment"), "{err}");
+}
+
+#[test]
+fn the_printed_estimate_says_which_gradients_its_peak_counts() {
+    // ResNet-20 on 3x32x32 at batch 128 without checkpointing peaks in backward (the estimate's
+    // position), where only the gradients delivered so far exist: fewer than the parameters.
+    let model = CifarResNet::new(20, &ResNetOptions::default()).unwrap();
+    let prof = profile(&model, &[3, 32, 32]).unwrap();
+    let est = prof.estimate(128, &SegmentPlan::none(), 1);
+    let text = est.to_string();
+    assert!(est.gradients < est.parameters, "{text}");
+    assert!(text.contains("gradients (delivered so far)"), "{text}");
+    assert!(text.contains("cleared before backward"), "{text}");
+    // The old footer's claim, that all of the previous step's gradients exist at the peak,
+    // is gone from the estimate's own text.
+    assert!(!text.contains("steady state"), "{text}");
+    assert!(text.contains("momentum buffers"), "{text}");
 }
 
 #[test]

@@ -419,19 +419,35 @@ impl Config {
             apply_override(&mut tree, item)?;
         }
         let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(
-            |e: serde_path_to_error::Error<toml::de::Error>| TrainError::Config {
-                path: origin.into(),
-                detail: format!("at `{}`: {}", e.path(), e.inner().message()),
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let at = e.path().to_string();
+                let detail = format!("at `{at}`: {}", e.inner().message());
+                match override_for(overrides, &at) {
+                    Some(item) => TrainError::Override { key: item.into(), detail },
+                    None => TrainError::Config { path: origin.into(), detail },
+                }
             },
         )?;
-        cfg.validate(origin)?;
+        cfg.validate(origin).map_err(|e| blame_override(e, origin, overrides))?;
         Ok(cfg)
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
         let bad = |detail: String| Err(TrainError::Config { path: origin.into(), detail });
+        if let Err(detail) = crate::model::check_kind(&self.model.kind) {
+            return bad(detail);
+        }
+        check_run_name(&self.name).or_else(bad)?;
         if self.data.batch_size == 0 {
             return bad("data.batch_size must be at least 1".into());
+        }
+        if self.data.eval_batch_size == 0 {
+            return bad("data.eval_batch_size must be at least 1".into());
+        }
+        if self.log.every == 0 {
+            return bad(
+                "log.every must be at least 1 (a metrics line every that many steps)".into()
+            );
         }
         if self.epochs == 0 {
             return bad("epochs must be at least 1".into());
@@ -527,6 +543,39 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# not serialisable: {e}\n"))
     }
+}
+
+/// The run name must be one folder inside `log.dir`: not empty, no path separators, no `..`.
+fn check_run_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.contains("..") {
+        return Err(format!(
+            "name = {name:?}: the run directory is <log.dir>/<name>, so the name must be a \
+             non-empty folder name without `/`, `\\` or `..` (such as \"resnet20-fashion\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A validation error about a key an override set, reported as that override's error: its
+/// detail starts with the key (`log.every must ...`) or it is at that key (not at `origin`).
+fn blame_override(err: TrainError, origin: &str, overrides: &[String]) -> TrainError {
+    let TrainError::Config { path, detail } = err else {
+        return err;
+    };
+    let named = detail.split([' ', ':']).next().unwrap_or_default();
+    let at_key = || (path != origin).then(|| override_for(overrides, &path)).flatten();
+    match override_for(overrides, named).or_else(at_key) {
+        Some(item) => TrainError::Override { key: item.into(), detail },
+        None => TrainError::Config { path, detail },
+    }
+}
+
+/// The `--set` item whose key is `at` or a table above it, if one set it.
+fn override_for<'a>(overrides: &'a [String], at: &str) -> Option<&'a str> {
+    overrides.iter().rev().map(String::as_str).find(|item| {
+        let key = item.split_once('=').map_or(*item, |(k, _)| k).trim();
+        at == key || at.strip_prefix(key).is_some_and(|rest| rest.starts_with(['.', '[']))
+    })
 }
 
 /// Set `key.path = value` in `tree`; every table on the path must already exist or be created.
@@ -634,6 +683,66 @@ mod tests {
                 "{bad}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_model_kind_is_reported_before_fields_it_would_not_use() {
+        // BASE's depth and an explicit width would each be "unused" by some kind; the unknown
+        // kind must be the error, listing the known ones.
+        let sets = ["model.kind=\"transformer\"".into(), "model.width=64".into()];
+        let err = Config::parse(BASE, "base", &sets).unwrap_err().to_string();
+        assert!(err.contains("\"transformer\": unknown model"), "{err}");
+        assert!(err.contains("cifar_resnet") && err.contains("sequential"), "{err}");
+        assert!(!err.contains("model.width"), "{err}");
+        let sets = ["model.kind=\"transformer\"".into(), "model.zero_init_residual=true".into()];
+        let err = Config::parse(BASE, "base", &sets).unwrap_err().to_string();
+        assert!(err.contains("unknown model") && !err.contains("zero_init_residual"), "{err}");
+    }
+
+    #[test]
+    fn zero_counts_and_run_names_outside_log_dir_are_errors_naming_the_key() {
+        let cases = [
+            ("data.eval_batch_size=0", "data.eval_batch_size"),
+            ("log.every=0", "log.every"),
+            ("name=\"../../escaped\"", "name = \"../../escaped\""),
+            ("name=\"a/b\"", "name = \"a/b\""),
+            ("name=\"a\\\\b\"", "name = \"a\\\\b\""),
+            ("name=\"\"", "name = \"\""),
+        ];
+        for (set, want) in cases {
+            let err = Config::parse(BASE, "base", &[set.into()]).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("must"), "{set}: {err}");
+        }
+        // A dotted name that stays inside log.dir is fine.
+        assert!(Config::parse(BASE, "base", &["name=\"run.v2\"".into()]).is_ok());
+    }
+
+    #[test]
+    fn schema_errors_from_an_override_name_the_override_not_the_file() {
+        let err = Config::parse(BASE, "base.toml", &["optimizer.lrr=0.05".into()]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, TrainError::Override { .. }), "{msg}");
+        assert!(msg.starts_with("--set optimizer.lrr=0.05") && msg.contains("lrr"), "{msg}");
+        assert!(!msg.contains("base.toml"), "{msg}");
+        // A whole table set wrongly names the override too.
+        let err = Config::parse(BASE, "base.toml", &["optimizer={lrr=1}".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("--set optimizer="), "{err}");
+        // The same mistake in the file still names the file.
+        let text = BASE.replace("lr = 0.1", "lr = 0.1\nlrr = 1");
+        let err = Config::parse(&text, "base.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("config base.toml") && err.contains("optimizer.lrr"), "{err}");
+        // Values out of range that an override set name the override as well.
+        let err = Config::parse(BASE, "base.toml", &["log.every=0".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("--set log.every=0: log.every must"), "{err}");
+        let err = Config::parse(BASE, "base.toml", &["log={every=0}".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("--set log={every=0}: log.every"), "{err}");
+        let sets = ["model.gradient_checkpointing=\"always\"".to_string()];
+        let err = Config::parse(BASE, "base.toml", &sets).unwrap_err().to_string();
+        assert!(err.starts_with("--set model.gradient_checkpointing="), "{err}");
+        // ...but not when the file holds the bad value.
+        let text = BASE.replace("[optimizer]", "[log]\nevery = 0\n[optimizer]");
+        let err = Config::parse(&text, "base.toml", &["log.dir=\"x\"".into()]).unwrap_err();
+        assert!(err.to_string().starts_with("config base.toml: log.every must"), "{err}");
     }
 
     #[test]

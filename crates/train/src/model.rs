@@ -4,7 +4,7 @@ use crate::config::{Config, DataConfig, ModelConfig};
 use crate::error::{Result, TrainError};
 use std::path::Path;
 use std::sync::Arc;
-use strata_data::{Dataset, Split, Subset, SyntheticDataset};
+use strata_data::{DataError, Dataset, Split, Subset, SyntheticDataset};
 use strata_nn::checkpoint::{CheckpointPolicy, SegmentPlan};
 use strata_nn::deep_cnn::DeepCnn;
 use strata_nn::mlp::{Mlp, MlpOptions};
@@ -91,9 +91,18 @@ pub fn build_model(
     })
 }
 
-/// Reject fields the chosen kind would silently ignore.
+/// `Ok` for a kind in [`MODEL_KINDS`], else the error text naming it and the known ones.
+pub(crate) fn check_kind(kind: &str) -> std::result::Result<(), String> {
+    if MODEL_KINDS.contains(&kind) {
+        return Ok(());
+    }
+    Err(format!("model.kind = {kind:?}: unknown model; known models: {}", MODEL_KINDS.join(", ")))
+}
+
+/// Reject an unknown kind, then fields the chosen kind would silently ignore.
 fn check_fields(cfg: &ModelConfig) -> Result<()> {
     let kind = cfg.kind.as_str();
+    check_kind(kind).map_err(|detail| TrainError::Config { path: "model.kind".into(), detail })?;
     let unused = |field: &str, used_by: &str| TrainError::Config {
         path: format!("model.{field}"),
         detail: format!("model.kind = {kind:?} does not use it; it applies to {used_by}"),
@@ -184,21 +193,39 @@ pub fn memory_plan(
     Ok((profile, plan, estimate))
 }
 
-/// The training and test sets of `cfg`, each limited to its configured slice.
+/// The training and test sets of `cfg`, each limited to its configured slice. A relative
+/// `data.dir` is resolved against the working directory.
+///
+/// # Errors
+/// The reader's error; a missing file under a relative `data.dir` becomes
+/// [`TrainError::Config`] at `data.dir`, naming the working directory it was resolved against.
 pub fn load_datasets(cfg: &DataConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     let dir = Path::new(&cfg.dir);
+    let located = |e: DataError| match e {
+        DataError::NotFound { .. } if dir.is_relative() => {
+            let cwd = std::env::current_dir().map_or("?".into(), |d| d.display().to_string());
+            TrainError::Config {
+                path: "data.dir".into(),
+                detail: format!(
+                    "{e} (data.dir = {:?} is relative to the working directory, {cwd})",
+                    cfg.dir
+                ),
+            }
+        }
+        other => other.into(),
+    };
     let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match cfg.dataset.as_str() {
         "fashion-mnist" => (
-            Arc::new(strata_data::fashion_mnist(dir, Split::Train)?),
-            Arc::new(strata_data::fashion_mnist(dir, Split::Test)?),
+            Arc::new(strata_data::fashion_mnist(dir, Split::Train).map_err(located)?),
+            Arc::new(strata_data::fashion_mnist(dir, Split::Test).map_err(located)?),
         ),
         "mnist" => (
-            Arc::new(strata_data::mnist(dir, Split::Train)?),
-            Arc::new(strata_data::mnist(dir, Split::Test)?),
+            Arc::new(strata_data::mnist(dir, Split::Train).map_err(located)?),
+            Arc::new(strata_data::mnist(dir, Split::Test).map_err(located)?),
         ),
         "cifar10" => (
-            Arc::new(strata_data::cifar10_binary(dir, Split::Train)?),
-            Arc::new(strata_data::cifar10_binary(dir, Split::Test)?),
+            Arc::new(strata_data::cifar10_binary(dir, Split::Train).map_err(located)?),
+            Arc::new(strata_data::cifar10_binary(dir, Split::Test).map_err(located)?),
         ),
         "synthetic" => {
             let shape = cfg.synthetic_shape.unwrap_or([3, 32, 32]);
@@ -327,9 +354,39 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_dataset_under_a_relative_data_dir_names_the_working_directory() {
+        let mut cfg = Config::parse(
+            "name = \"t\"\nepochs = 1\n[model]\nkind = \"mlp\"\n[data]\n\
+             dataset = \"fashion-mnist\"\ndir = \"no-such-folder/fashion-mnist\"\n\
+             batch_size = 4\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n",
+            "test",
+            &[],
+        )
+        .unwrap()
+        .data;
+        let msg = load_datasets(&cfg).err().unwrap().to_string();
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert!(msg.contains("data.dir = \"no-such-folder/fashion-mnist\""), "{msg}");
+        assert!(msg.contains("relative to the working directory") && msg.contains(&cwd), "{msg}");
+        assert!(msg.contains("--set data.dir=") && !msg.contains("STRATA_DATA"), "{msg}");
+        // An absolute data.dir needs no working directory to explain it.
+        cfg.dir = std::env::temp_dir().join("strata-no-such-folder").display().to_string();
+        let msg = load_datasets(&cfg).err().unwrap().to_string();
+        assert!(
+            !msg.contains("relative to the working") && msg.contains("file not found"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn unknown_kinds_bad_depths_and_unused_fields_are_errors_saying_what_is_valid() {
         let err = |model: &str| build_model(&model_cfg(model), [3, 32, 32], 10, 0).err().unwrap();
-        let msg = err("kind = \"resnet\"").to_string();
+        // Config::parse rejects an unknown kind itself; build_model checks it too, before the
+        // fields (width here) that the kind would not use.
+        let mut unknown = model_cfg("kind = \"mlp\"\nwidth = 8");
+        unknown.kind = "resnet".into();
+        let msg = build_model(&unknown, [3, 32, 32], 10, 0).err().unwrap().to_string();
+        assert!(msg.contains("\"resnet\": unknown model") && !msg.contains("width"), "{msg}");
         assert!(msg.contains("preact_resnet") && msg.contains("sequential"), "{msg}");
         let msg = err("kind = \"preact_resnet\"\ndepth = 100").to_string();
         assert!(msg.contains("9n+2") && msg.contains("164"), "{msg}");
