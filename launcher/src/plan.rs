@@ -72,9 +72,5 @@ fn plan(args: &JobArgs) -> Result<(), Box<dyn std::error::Error>> {
             bytes_text(sqrt)
         );
     }
-    println!(
-        "(Per worker, steady state: the previous step's gradients and the momentum buffers \
-         exist; tensors only, as the tensor layer's allocation accounting counts them.)"
-    );
     Ok(())
 }
