@@ -17,14 +17,15 @@ use std::rc::Rc;
 use strata_autodiff::checkpoint::{segment, Rerun};
 use strata_autodiff::{AutodiffError, Param, Tape, Var};
 
-/// How a model's block sequence is checkpointed (`model.checkpoint` in a config).
+/// How a model's block sequence is checkpointed (`model.gradient_checkpointing` in a config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointPolicy {
     /// Record every block (no recomputation).
     None,
     /// Segments of `k` consecutive blocks (the last may be shorter).
     Every(usize),
-    /// About `sqrt(n)` segments of near-equal length for `n` blocks (Chen et al., 2016).
+    /// About `sqrt(n)` near-equal parts of `n` blocks (Chen et al., 2016), all checkpointed but
+    /// the last, as [`SegmentPlan::sqrt`] says.
     Sqrt,
     /// The fewest checkpointed blocks whose predicted peak memory per worker stays within
     /// this many bytes (see [`crate::plan::plan_for_budget`]).
@@ -70,8 +71,10 @@ impl SegmentPlan {
         SegmentPlan { segments }
     }
 
-    /// `round(sqrt(n))` segments (at least one) of near-equal length covering all `n` blocks:
-    /// the first `n mod s` segments are one block longer.
+    /// The `n` blocks cut into `s = round(sqrt(n))` near-equal parts (the first `n mod s` one
+    /// block longer), each a checkpointed segment except the last, which stays recorded as in
+    /// `torch.utils.checkpoint.checkpoint_sequential`: backward needs its activations first, so
+    /// re-running it would cost time and save no peak memory. A single part is checkpointed.
     pub fn sqrt(n: usize) -> SegmentPlan {
         if n == 0 {
             return SegmentPlan::none();
@@ -79,13 +82,16 @@ impl SegmentPlan {
         let s = ((n as f64).sqrt().round() as usize).clamp(1, n);
         let (base, longer) = (n / s, n % s);
         let mut start = 0;
-        let segments = (0..s)
+        let mut segments: Vec<_> = (0..s)
             .map(|i| {
                 let len = base + usize::from(i < longer);
                 start += len;
                 start - len..start
             })
             .collect();
+        if segments.len() > 1 {
+            segments.pop();
+        }
         SegmentPlan { segments }
     }
 

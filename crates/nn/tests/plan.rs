@@ -5,18 +5,28 @@ use strata_nn::plan::{forward_flops, parse_bytes, plan_for_budget, profile};
 use strata_nn::resnet::{CifarResNet, PreActResNet, ResNetOptions};
 
 #[test]
-fn sqrt_plans_have_about_sqrt_n_near_equal_segments_covering_every_block() {
-    // sqrt(333) = 18.2 -> 18 segments: 333 = 18 * 18 + 9, so 9 of 19 blocks and 9 of 18.
+fn sqrt_plans_checkpoint_all_but_the_last_of_about_sqrt_n_near_equal_parts() {
+    // sqrt(333) = 18.2 -> 18 parts: 333 = 18 * 18 + 9, so 9 of 19 blocks and 9 of 18; the last
+    // part (315..333) stays recorded.
     let plan = SegmentPlan::sqrt(333);
     let lens: Vec<usize> = plan.segments().iter().map(|r| r.len()).collect();
-    assert_eq!(lens, [vec![19; 9], vec![18; 9]].concat());
-    // sqrt(54) = 7.3 -> 7 segments: 54 = 7 * 7 + 5.
+    assert_eq!(lens, [vec![19; 9], vec![18; 8]].concat());
+    assert_eq!(plan.segments().last().unwrap().end, 315);
+    // sqrt(54) = 7.3 -> 7 parts: 54 = 7 * 7 + 5; the last (47..54) stays recorded.
     let lens: Vec<usize> = SegmentPlan::sqrt(54).segments().iter().map(|r| r.len()).collect();
-    assert_eq!(lens, [8, 8, 8, 8, 8, 7, 7]);
+    assert_eq!(lens, [8, 8, 8, 8, 8, 7]);
     for n in 1..200 {
         let plan = SegmentPlan::sqrt(n);
-        assert_eq!(plan.checkpointed_blocks(), n);
-        assert_eq!(plan.segments().last().unwrap().end, n);
+        let parts = ((n as f64).sqrt().round() as usize).clamp(1, n);
+        let last = n / parts;
+        if parts == 1 {
+            // One part (n <= 2): it is checkpointed, or nothing would be.
+            assert_eq!(plan.segments(), [0..n]);
+        } else {
+            assert_eq!(plan.segments().len(), parts - 1, "n = {n}");
+            assert_eq!(plan.checkpointed_blocks(), n - last, "n = {n}");
+            assert_eq!(plan.segments().last().unwrap().end, n - last, "n = {n}");
+        }
     }
     assert_eq!(SegmentPlan::every(7, 3, 0).segments(), [0..3, 3..6, 6..7]);
     assert_eq!(SegmentPlan::every(7, 3, 2).segments(), [2..5, 5..7]);
