@@ -30,17 +30,23 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn killing_one_worker_stops_the_job_within_ten_seconds() {
-    let dir = temp_dir("kill");
-    let mut child = launcher()
+/// Start a 2-worker run of the small MLP under `dir` that would train practically forever,
+/// with stderr piped for the test to read.
+fn start_endless_run(dir: &std::path::Path) -> std::process::Child {
+    launcher()
         .args(["run", "tests/configs/mlp-synthetic.toml", "--nproc-per-node", "2"])
         .args(["--set", &format!("log.dir={}", dir.display())])
         .args(["--set", "epochs=100000", "--set", "log.max_steps=0", "--set", "log.every=50"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("launcher starts");
+        .expect("launcher starts")
+}
+
+#[test]
+fn killing_one_worker_stops_the_job_within_ten_seconds() {
+    let dir = temp_dir("kill");
+    let mut child = start_endless_run(&dir);
 
     // Wait until both workers run and training has begun (metrics are being written).
     let start = Instant::now();
@@ -146,14 +152,7 @@ fn an_unwritable_log_dir_says_what_was_being_written_and_what_to_do() {
 #[test]
 fn sigterm_to_the_launcher_exits_with_128_plus_the_signal_number() {
     let dir = temp_dir("sigterm");
-    let mut child = launcher()
-        .args(["run", "tests/configs/mlp-synthetic.toml", "--nproc-per-node", "2"])
-        .args(["--set", &format!("log.dir={}", dir.display())])
-        .args(["--set", "epochs=100000", "--set", "log.max_steps=0", "--set", "log.every=50"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("launcher starts");
+    let mut child = start_endless_run(&dir);
     let start = Instant::now();
     while !dir.join("mlp-synthetic/metrics.jsonl").exists() {
         assert!(start.elapsed() < Duration::from_secs(60), "training did not start");

@@ -252,6 +252,29 @@ fn batch_norm_layout(op: &'static str, x: &Tensor) -> Result<(usize, usize, usiz
     }
 }
 
+/// The batch-norm layout `(n, c, l)` of `x` after checking its arguments: `dy` shaped as `x`,
+/// each per-channel tensor of length `c`, and (with `need_elements`) at least one element per
+/// channel.
+fn batch_norm_args(
+    op: &'static str,
+    x: &Tensor,
+    dy: Option<&Tensor>,
+    per_channel: &[(&str, &Tensor)],
+    need_elements: bool,
+) -> Result<(usize, usize, usize)> {
+    let (n, c, l) = batch_norm_layout(op, x)?;
+    if let Some(dy) = dy {
+        same_shape(op, dy, x)?;
+    }
+    for (name, t) in per_channel {
+        expect_dims(op, name, t, &[c])?;
+    }
+    if need_elements && n * l == 0 {
+        return Err(shape_err(op, format!("no elements per channel in {:?}", x.dims())));
+    }
+    Ok((n, c, l))
+}
+
 /// Fail unless every label is a class index below `k` and there is one per row.
 fn check_labels(op: &'static str, labels: &[u32], n: usize, k: usize) -> Result<()> {
     if labels.len() != n {
@@ -312,12 +335,7 @@ impl Backend for CpuBackend {
     ) -> Result<BatchNormOutput> {
         const OP: &str = "batch_norm_forward_train";
         let dt = common_dtype(OP, &[x, gamma, beta])?;
-        let (n, c, l) = batch_norm_layout(OP, x)?;
-        expect_dims(OP, "gamma", gamma, &[c])?;
-        expect_dims(OP, "beta", beta, &[c])?;
-        if n * l == 0 {
-            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
-        }
+        let (n, c, l) = batch_norm_args(OP, x, None, &[("gamma", gamma), ("beta", beta)], true)?;
         dispatch!(OP, dt, batch_norm::forward_train(x, gamma, beta, (n, c, l), eps))
     }
 
@@ -349,24 +367,20 @@ impl Backend for CpuBackend {
     ) -> Result<BatchNormGrads> {
         const OP: &str = "batch_norm_backward";
         let dt = common_dtype(OP, &[dy, x, gamma, mean, invstd])?;
-        let (n, c, l) = batch_norm_layout(OP, x)?;
-        same_shape(OP, dy, x)?;
-        for (name, t) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
-            expect_dims(OP, name, t, &[c])?;
-        }
-        if n * l == 0 {
-            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
-        }
+        let (n, c, l) = batch_norm_args(
+            OP,
+            x,
+            Some(dy),
+            &[("gamma", gamma), ("mean", mean), ("invstd", invstd)],
+            true,
+        )?;
         dispatch!(OP, dt, batch_norm::backward(dy, x, gamma, mean, invstd, (n, c, l)))
     }
 
     fn batch_norm_stats(&self, x: &Tensor) -> Result<Vec<(f64, f64)>> {
         const OP: &str = "batch_norm_stats";
         let dt = common_dtype(OP, &[x])?;
-        let (n, c, l) = batch_norm_layout(OP, x)?;
-        if n * l == 0 {
-            return Err(shape_err(OP, format!("no elements per channel in {:?}", x.dims())));
-        }
+        let (n, c, l) = batch_norm_args(OP, x, None, &[], true)?;
         dispatch!(OP, dt, batch_norm::stats(x, (n, c, l)))
     }
 
@@ -379,11 +393,8 @@ impl Backend for CpuBackend {
     ) -> Result<Vec<(f64, f64)>> {
         const OP: &str = "batch_norm_backward_reduce";
         let dt = common_dtype(OP, &[dy, x, mean, invstd])?;
-        let (n, c, l) = batch_norm_layout(OP, x)?;
-        same_shape(OP, dy, x)?;
-        for (name, t) in [("mean", mean), ("invstd", invstd)] {
-            expect_dims(OP, name, t, &[c])?;
-        }
+        let (n, c, l) =
+            batch_norm_args(OP, x, Some(dy), &[("mean", mean), ("invstd", invstd)], false)?;
         dispatch!(OP, dt, batch_norm::backward_reduce(dy, x, mean, invstd, (n, c, l)))
     }
 
@@ -399,11 +410,13 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         const OP: &str = "batch_norm_backward_elemt";
         let dt = common_dtype(OP, &[dy, x, gamma, mean, invstd])?;
-        let (n, c, l) = batch_norm_layout(OP, x)?;
-        same_shape(OP, dy, x)?;
-        for (name, t) in [("gamma", gamma), ("mean", mean), ("invstd", invstd)] {
-            expect_dims(OP, name, t, &[c])?;
-        }
+        let (n, c, l) = batch_norm_args(
+            OP,
+            x,
+            Some(dy),
+            &[("gamma", gamma), ("mean", mean), ("invstd", invstd)],
+            false,
+        )?;
         if sums.len() != c || count.is_nan() || count <= 0.0 {
             return Err(shape_err(
                 OP,
